@@ -1,0 +1,30 @@
+package config
+
+import "strings"
+
+// ResourceKind maps a name an operator types (`bulwark get policies`) to a
+// kind: plural, singular, kind name and short forms, case-insensitively.
+func ResourceKind(name string) (kind string, ok bool) {
+	switch strings.ToLower(name) {
+	case "policies", "policy", "authorizationpolicies", "authorizationpolicy", "ap":
+		return KindAuthorizationPolicy, true
+	case "proxies", "proxy", "px":
+		return KindProxy, true
+	case "services", "service", "svc":
+		return KindService, true
+	}
+	return "", false
+}
+
+// ResourcePlural is the plural an API path and a CLI use for kind.
+func ResourcePlural(kind string) string {
+	switch kind {
+	case KindAuthorizationPolicy:
+		return "policies"
+	case KindProxy:
+		return "proxies"
+	case KindService:
+		return "services"
+	}
+	return strings.ToLower(kind) + "s"
+}

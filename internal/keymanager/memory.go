@@ -1,0 +1,55 @@
+package keymanager
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"fmt"
+	"sync"
+)
+
+// Memory keeps keys in process memory only: they are gone when the process
+// exits. It is meant for tests and ephemeral meshes. The zero value is not
+// usable; call NewMemory. A Memory is safe for concurrent use.
+type Memory struct {
+	mu   sync.RWMutex
+	keys map[string]crypto.Signer
+}
+
+// NewMemory returns an empty Memory.
+func NewMemory() *Memory {
+	return &Memory{keys: make(map[string]crypto.Signer)}
+}
+
+// GenerateKey creates a new ECDSA P-256 key under id, replacing any key of
+// that id, and returns its signer.
+func (m *Memory) GenerateKey(_ context.Context, id string) (crypto.Signer, error) {
+	if err := ValidateID(id); err != nil {
+		return nil, fmt.Errorf("generate key: %w", err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("generate key %q: %w", id, err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.keys[id] = key
+	return key, nil
+}
+
+// GetKey returns the signer of the key id, or an error wrapping
+// ErrNotFound.
+func (m *Memory) GetKey(_ context.Context, id string) (crypto.Signer, error) {
+	if err := ValidateID(id); err != nil {
+		return nil, fmt.Errorf("get key: %w", err)
+	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	key, ok := m.keys[id]
+	if !ok {
+		return nil, fmt.Errorf("get key %q: %w", id, ErrNotFound)
+	}
+	return key, nil
+}

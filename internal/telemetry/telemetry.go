@@ -1,0 +1,84 @@
+// Package telemetry owns what Bulwark's processes say about themselves: the
+// constant keys of structured log fields (so every log line of every process
+// uses the same names) and logger construction.
+//
+// The logging rule: messages are constant strings; everything variable goes
+// in fields whose keys are the constants below. Loggers are passed through
+// each component's Config; libraries default to Discard(). Secrets (keys,
+// tokens, Authorization headers) are never logged.
+package telemetry
+
+import (
+	"io"
+	"log/slog"
+)
+
+// Keys of structured log fields.
+const (
+	KeyErr          = "err"
+	KeyComponent    = "component"
+	KeyService      = "service"
+	KeyInstance     = "instance"
+	KeyIdentity     = "identity"
+	KeySource       = "source"
+	KeyDestination  = "destination"
+	KeyDirection    = "direction"
+	KeyMethod       = "method"
+	KeyPath         = "path"
+	KeyStatus       = "status"
+	KeyDecision     = "decision"
+	KeyReason       = "reason"
+	KeyPolicy       = "policy"
+	KeyRule         = "rule"
+	KeyDurationMS   = "duration_ms"
+	KeyAddress      = "address"
+	KeyUpstream     = "upstream"
+	KeyInbound      = "inbound"
+	KeyOutbound     = "outbound"
+	KeyVersion      = "version"
+	KeyExpiry       = "expiry"
+	KeySerial       = "serial"
+	KeyBackoff      = "backoff"
+	KeyAttempt      = "attempt"
+	KeyOperator     = "operator"
+	KeyKind         = "kind"
+	KeyName         = "name"
+	KeyNamespace    = "namespace"
+	KeyCount        = "count"
+	KeyDestinations = "destinations"
+	KeyPeer         = "peer"
+	KeyDataDir      = "data_dir"
+	KeyTrustDomain  = "trust_domain"
+	KeyRemote       = "remote"
+	KeyURL          = "url"
+	KeyDetail       = "detail"
+	KeyPID          = "pid"
+)
+
+// Directions of a proxied request, the value of KeyDirection.
+const (
+	DirectionInbound  = "inbound"
+	DirectionOutbound = "outbound"
+)
+
+// Decisions, the value of KeyDecision.
+const (
+	DecisionAllow = "allow"
+	DecisionDeny  = "deny"
+)
+
+// Discard returns a logger that drops everything.
+func Discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// OrDiscard returns l, or a discarding logger when l is nil.
+func OrDiscard(l *slog.Logger) *slog.Logger {
+	if l == nil {
+		return Discard()
+	}
+	return l
+}
+
+// NewJSON returns a JSON logger writing to w at level.
+func NewJSON(w io.Writer, level slog.Level) *slog.Logger {
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
+}
