@@ -1,0 +1,337 @@
+// Package registry owns the control plane's record of attested workloads:
+// which services each identity was attested for, and one record per proxy
+// instance (its address, connection state, SVID and snapshot versions). The
+// endpoints of a service are the live records of its proxies; only an
+// attested proxy can create a record, and only for a service its identity
+// was attested for.
+//
+// Everything is kept in the store, so a restarted control plane (or, later,
+// another replica) sees the same registry.
+package registry
+
+import (
+	"cmp"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/bulwarkmesh/bulwark/internal/clock"
+	"github.com/bulwarkmesh/bulwark/internal/identity"
+	"github.com/bulwarkmesh/bulwark/internal/store"
+)
+
+// Store key prefixes.
+const (
+	// Prefix is the prefix of every registry key.
+	Prefix         = "/registry/"
+	identityPrefix = "/registry/identities/"
+	proxyPrefix    = "/registry/proxies/"
+)
+
+// Config configures a Registry.
+type Config struct {
+	// Store is required.
+	Store store.Store
+	// Clock, default clock.Real().
+	Clock clock.Clock
+	// Grace is how long a disconnected proxy stays an endpoint, so a
+	// control-plane restart or a short blip does not empty its service.
+	// Default: 30s.
+	Grace time.Duration
+	// Retention is how long the record of a proxy that is gone stays
+	// listed. Default: 1h.
+	Retention time.Duration
+}
+
+// Registry reads and writes registry records.
+type Registry struct {
+	store     store.Store
+	clock     clock.Clock
+	grace     time.Duration
+	retention time.Duration
+}
+
+// New returns a Registry.
+func New(cfg Config) (*Registry, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("registry: store is required")
+	}
+	if cfg.Grace == 0 {
+		cfg.Grace = 30 * time.Second
+	}
+	if cfg.Retention == 0 {
+		cfg.Retention = time.Hour
+	}
+	return &Registry{store: cfg.Store, clock: clock.OrReal(cfg.Clock), grace: cfg.Grace, retention: cfg.Retention}, nil
+}
+
+// Grace returns how long a disconnected proxy stays an endpoint.
+func (r *Registry) Grace() time.Duration { return r.grace }
+
+// identityRecord lists the services an identity was attested for.
+type identityRecord struct {
+	Services []string `json:"services"`
+}
+
+// AddService records that the workload identity (namespace/account) serves
+// svc. The namespace of the service must be the identity's.
+func (r *Registry) AddService(ctx context.Context, account string, svc identity.ServiceRef) error {
+	key := identityPrefix + svc.Namespace + "/" + account
+	for {
+		var rec identityRecord
+		var cmp store.Cmp
+		kv, err := r.store.Get(ctx, key)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			cmp = store.Cmp{Key: key}
+		case err != nil:
+			return fmt.Errorf("record identity service: %w", err)
+		default:
+			if err := json.Unmarshal(kv.Value, &rec); err != nil {
+				return fmt.Errorf("record identity service: corrupt record %s: %w", key, err)
+			}
+			cmp = store.Cmp{Key: key, ModRevision: kv.ModRevision}
+		}
+		if slices.Contains(rec.Services, svc.String()) {
+			return nil
+		}
+		rec.Services = append(rec.Services, svc.String())
+		slices.Sort(rec.Services)
+		val, err := json.Marshal(rec)
+		if err != nil {
+			return err
+		}
+		_, err = r.store.Txn(ctx, []store.Cmp{cmp}, []store.Op{{Key: key, Value: val}})
+		if errors.Is(err, store.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("record identity service: %w", err)
+		}
+		return nil
+	}
+}
+
+// Serves reports whether the workload identity (namespace/account) was
+// attested for svc.
+func (r *Registry) Serves(ctx context.Context, w identity.Workload, svc identity.ServiceRef) (bool, error) {
+	if w.Namespace != svc.Namespace {
+		return false, nil
+	}
+	kv, err := r.store.Get(ctx, identityPrefix+w.Namespace+"/"+w.Account)
+	if errors.Is(err, store.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read identity: %w", err)
+	}
+	var rec identityRecord
+	if err := json.Unmarshal(kv.Value, &rec); err != nil {
+		return false, fmt.Errorf("read identity: corrupt record: %w", err)
+	}
+	return slices.Contains(rec.Services, svc.String()), nil
+}
+
+// Proxy is the record of one proxy instance.
+type Proxy struct {
+	Instance  string `json:"instance"`
+	Namespace string `json:"namespace"`
+	// Service is the service name in Namespace.
+	Service string `json:"service"`
+	// Identity is the SPIFFE ID of the proxy's SVID.
+	Identity string `json:"identity"`
+	// Address is the advertised inbound host:port; "" for a client-only
+	// proxy, which is never an endpoint.
+	Address string `json:"address,omitempty"`
+	// Connected is true while the proxy holds a Subscribe stream.
+	Connected bool `json:"connected"`
+	// Live is true while the proxy is an endpoint: connected, or
+	// disconnected for less than the grace period.
+	Live            bool      `json:"live"`
+	LastSeen        time.Time `json:"lastSeen"`
+	SVIDExpiry      time.Time `json:"svidExpiry,omitzero"`
+	SVIDSerial      string    `json:"svidSerial,omitempty"`
+	SnapshotVersion int64     `json:"snapshotVersion,omitempty"`
+	AckedVersion    int64     `json:"ackedVersion,omitempty"`
+	LastNack        string    `json:"lastNack,omitempty"`
+	Version         string    `json:"version,omitempty"`
+}
+
+// ServiceRef returns the proxy's service.
+func (p *Proxy) ServiceRef() identity.ServiceRef {
+	return identity.ServiceRef{Namespace: p.Namespace, Name: p.Service}
+}
+
+func proxyKey(namespace, instance string) string {
+	return proxyPrefix + namespace + "/" + instance
+}
+
+// NewInstanceName returns a fresh instance name for a proxy of svc:
+// "<service>-<8 random [a-z2-7]>", cut to a valid name length.
+func NewInstanceName(svc identity.ServiceRef) string {
+	name := svc.Name
+	if len(name) > 54 {
+		name = strings.TrimRight(name[:54], "-")
+	}
+	return name + "-" + strings.ToLower(rand.Text()[:8])
+}
+
+// UpdateProxy reads the record of a proxy (a zero record if it has none),
+// applies fn, and writes it back with compare-and-swap, retrying on
+// conflict.
+func (r *Registry) UpdateProxy(ctx context.Context, namespace, instance string, fn func(p *Proxy)) error {
+	key := proxyKey(namespace, instance)
+	for {
+		p := Proxy{Namespace: namespace, Instance: instance}
+		cmp := store.Cmp{Key: key}
+		kv, err := r.store.Get(ctx, key)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+		case err != nil:
+			return fmt.Errorf("update proxy %s/%s: %w", namespace, instance, err)
+		default:
+			if err := json.Unmarshal(kv.Value, &p); err != nil {
+				return fmt.Errorf("update proxy %s/%s: corrupt record: %w", namespace, instance, err)
+			}
+			cmp.ModRevision = kv.ModRevision
+		}
+		before := p
+		fn(&p)
+		if p == before && cmp.ModRevision != 0 {
+			return nil
+		}
+		val, err := json.Marshal(p)
+		if err != nil {
+			return err
+		}
+		_, err = r.store.Txn(ctx, []store.Cmp{cmp}, []store.Op{{Key: key, Value: val}})
+		if errors.Is(err, store.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("update proxy %s/%s: %w", namespace, instance, err)
+		}
+		return nil
+	}
+}
+
+// Proxies lists every proxy record, sorted by namespace and instance.
+func (r *Registry) Proxies(ctx context.Context) ([]Proxy, int64, error) {
+	kvs, rev, err := r.store.List(ctx, proxyPrefix)
+	if err != nil {
+		return nil, 0, fmt.Errorf("list proxies: %w", err)
+	}
+	out := make([]Proxy, 0, len(kvs))
+	for _, kv := range kvs {
+		var p Proxy
+		if err := json.Unmarshal(kv.Value, &p); err != nil {
+			return nil, 0, fmt.Errorf("list proxies: corrupt record %s: %w", kv.Key, err)
+		}
+		out = append(out, p)
+	}
+	// Key order is not namespace order ("shop-eu/" sorts before "shop/").
+	slices.SortStableFunc(out, func(a, b Proxy) int {
+		return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Instance, b.Instance))
+	})
+	return out, rev, nil
+}
+
+// Identities returns the services of every attested identity, keyed by
+// "namespace/account".
+func (r *Registry) Identities(ctx context.Context) (map[string][]string, error) {
+	kvs, _, err := r.store.List(ctx, identityPrefix)
+	if err != nil {
+		return nil, fmt.Errorf("list identities: %w", err)
+	}
+	out := make(map[string][]string, len(kvs))
+	for _, kv := range kvs {
+		var rec identityRecord
+		if err := json.Unmarshal(kv.Value, &rec); err != nil {
+			return nil, fmt.Errorf("list identities: corrupt record %s: %w", kv.Key, err)
+		}
+		out[strings.TrimPrefix(kv.Key, identityPrefix)] = rec.Services
+	}
+	return out, nil
+}
+
+// MarkAllDisconnected is called when a control plane starts: no proxy holds
+// a stream to it yet, so every connected record becomes disconnected now,
+// and stays an endpoint for the grace period while proxies reconnect.
+func (r *Registry) MarkAllDisconnected(ctx context.Context) error {
+	proxies, _, err := r.Proxies(ctx)
+	if err != nil {
+		return err
+	}
+	now := r.clock.Now()
+	for _, p := range proxies {
+		if !p.Connected {
+			continue
+		}
+		err := r.UpdateProxy(ctx, p.Namespace, p.Instance, func(p *Proxy) {
+			p.Connected = false
+			p.LastSeen = now
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Sweep ends the grace period of proxies disconnected for longer than Grace
+// (they stop being endpoints) and deletes records of proxies gone for longer
+// than Retention. It returns when the next sweep is due (zero: nothing
+// pending).
+func (r *Registry) Sweep(ctx context.Context) (time.Duration, error) {
+	proxies, _, err := r.Proxies(ctx)
+	if err != nil {
+		return 0, err
+	}
+	now := r.clock.Now()
+	var next time.Duration
+	due := func(d time.Duration) {
+		if d > 0 && (next == 0 || d < next) {
+			next = d
+		}
+	}
+	for _, p := range proxies {
+		if p.Connected {
+			continue
+		}
+		gone := now.Sub(p.LastSeen)
+		switch {
+		case gone >= r.retention:
+			key := proxyKey(p.Namespace, p.Instance)
+			kv, err := r.store.Get(ctx, key)
+			if errors.Is(err, store.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return 0, err
+			}
+			if _, err := r.store.Txn(ctx, []store.Cmp{{Key: key, ModRevision: kv.ModRevision}}, []store.Op{{Key: key, Delete: true}}); err != nil && !errors.Is(err, store.ErrConflict) {
+				return 0, err
+			}
+		case p.Live && gone >= r.grace:
+			err := r.UpdateProxy(ctx, p.Namespace, p.Instance, func(q *Proxy) {
+				if !q.Connected {
+					q.Live = false
+				}
+			})
+			if err != nil {
+				return 0, err
+			}
+			due(r.retention - gone)
+		case p.Live:
+			due(r.grace - gone)
+		default:
+			due(r.retention - gone)
+		}
+	}
+	return next, nil
+}
