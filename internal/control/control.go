@@ -1,0 +1,342 @@
+// Package control is the composition root of `bulwark control`, the control
+// plane: it opens the store, loads or creates the CAs, bootstraps the
+// operator credential, and runs the gRPC API for proxies (attestation, SVID
+// renewal, snapshots), the admin API for operators, the state builder that
+// keeps snapshots current, and the janitor, until its context is done.
+package control
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+
+	apiv1 "github.com/bulwarkmesh/bulwark/api/v1alpha1"
+	"github.com/bulwarkmesh/bulwark/internal/admin"
+	"github.com/bulwarkmesh/bulwark/internal/attest/jointoken"
+	"github.com/bulwarkmesh/bulwark/internal/ca"
+	"github.com/bulwarkmesh/bulwark/internal/clock"
+	"github.com/bulwarkmesh/bulwark/internal/fileutil"
+	"github.com/bulwarkmesh/bulwark/internal/identity"
+	"github.com/bulwarkmesh/bulwark/internal/keymanager"
+	"github.com/bulwarkmesh/bulwark/internal/mtls"
+	"github.com/bulwarkmesh/bulwark/internal/push"
+	"github.com/bulwarkmesh/bulwark/internal/registry"
+	"github.com/bulwarkmesh/bulwark/internal/resource"
+	"github.com/bulwarkmesh/bulwark/internal/run"
+	"github.com/bulwarkmesh/bulwark/internal/store/bolt"
+	"github.com/bulwarkmesh/bulwark/internal/telemetry"
+)
+
+// Defaults of Config.
+const (
+	DefaultListen      = "127.0.0.1:8443"
+	DefaultAdminListen = "127.0.0.1:8444"
+	DefaultSVIDTTL     = time.Hour
+	MinSVIDTTL         = time.Minute
+)
+
+// Files in the data directory.
+const (
+	storeFile      = "bulwark.db"
+	keysDir        = "keys"
+	bundleFile     = "bundle.pem"
+	credentialFile = "operator/admin.yaml"
+)
+
+// Config configures the control plane.
+type Config struct {
+	// DataDir holds the store, the CA keys, the trust bundle and the
+	// bootstrap operator credential. Required; created 0700.
+	DataDir string
+	// TrustDomain of the mesh. Default: "bulwark.local".
+	TrustDomain string
+	// Listen is the gRPC address for proxies. Default: 127.0.0.1:8443.
+	Listen string
+	// AdminListen is the admin API address. Default: 127.0.0.1:8444.
+	AdminListen string
+	// SVIDTTL is the lifetime of workload SVIDs. Default: 1h; minimum 1m.
+	SVIDTTL time.Duration
+	// Logger, default discard.
+	Logger *slog.Logger
+	// Clock, default the wall clock.
+	Clock clock.Clock
+	// Ready, if set, is called once both APIs accept connections and the
+	// first mesh state is built.
+	Ready func(Endpoints)
+}
+
+// Endpoints tells how to reach a running control plane.
+type Endpoints struct {
+	// GRPC and Admin are dialable host:port addresses.
+	GRPC  string
+	Admin string
+	// TrustDomain of the mesh.
+	TrustDomain string
+	// BundlePath is the trust bundle file (PEM roots).
+	BundlePath string
+	// CredentialPath is the admin operator's credential file.
+	CredentialPath string
+	// Pin is the SPKI pin of the root CA, as carried by join tokens.
+	Pin string
+}
+
+func (c *Config) validate() (spiffeid.TrustDomain, error) {
+	if c.DataDir == "" {
+		return spiffeid.TrustDomain{}, errors.New("data-dir: required")
+	}
+	if c.TrustDomain == "" {
+		c.TrustDomain = identity.DefaultTrustDomain
+	}
+	td, err := spiffeid.TrustDomainFromString(c.TrustDomain)
+	if err != nil {
+		return td, fmt.Errorf("trust-domain: %w", err)
+	}
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	if c.AdminListen == "" {
+		c.AdminListen = DefaultAdminListen
+	}
+	for flag, addr := range map[string]string{"listen": c.Listen, "admin-listen": c.AdminListen} {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return td, fmt.Errorf("%s: %w", flag, err)
+		}
+	}
+	switch {
+	case c.SVIDTTL == 0:
+		c.SVIDTTL = DefaultSVIDTTL
+	case c.SVIDTTL < MinSVIDTTL:
+		return td, fmt.Errorf("svid-ttl: %s is below the minimum %s", c.SVIDTTL, MinSVIDTTL)
+	}
+	c.Logger = telemetry.OrDiscard(c.Logger)
+	c.Clock = clock.OrReal(c.Clock)
+	return td, nil
+}
+
+// Run runs the control plane until ctx is done or a part fails.
+func Run(ctx context.Context, cfg Config) error {
+	td, err := cfg.validate()
+	if err != nil {
+		return fmt.Errorf("control plane config: %w", err)
+	}
+	logger := cfg.Logger.With(telemetry.KeyComponent, "control")
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("create data dir: %w", err)
+	}
+
+	st, err := bolt.Open(filepath.Join(cfg.DataDir, storeFile), bolt.Config{Logger: logger})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	keys, err := keymanager.NewDisk(filepath.Join(cfg.DataDir, keysDir))
+	if err != nil {
+		return fmt.Errorf("open key manager: %w", err)
+	}
+	caCfg := ca.Config{TrustDomain: td, Store: st, Keys: keys, Clock: cfg.Clock, Logger: logger, SVIDTTL: cfg.SVIDTTL}
+	workloadCA, err := ca.New(ctx, caCfg)
+	if err != nil {
+		return fmt.Errorf("load workload ca: %w", err)
+	}
+	operatorCA, err := ca.NewOperatorCA(ctx, caCfg)
+	if err != nil {
+		return fmt.Errorf("load operator ca: %w", err)
+	}
+	bundlePath := filepath.Join(cfg.DataDir, bundleFile)
+	if err := writeBundle(bundlePath, workloadCA.Roots()); err != nil {
+		return err
+	}
+	pin := mtls.SPKIPin(workloadCA.Roots()[0])
+
+	reg, err := registry.New(registry.Config{Store: st, Clock: cfg.Clock})
+	if err != nil {
+		return err
+	}
+	if err := reg.MarkAllDisconnected(ctx); err != nil {
+		return err
+	}
+	tokens, err := jointoken.New(jointoken.Config{Store: st, Clock: cfg.Clock, Logger: logger})
+	if err != nil {
+		return err
+	}
+	resources := resource.New(st, cfg.Clock)
+	hub := push.NewHub(logger)
+	builder := &stateBuilder{store: st, resources: resources, registry: reg, ca: workloadCA, hub: hub, td: td, logger: logger}
+
+	grpcLn, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	defer grpcLn.Close()
+	adminLn, err := net.Listen("tcp", cfg.AdminListen)
+	if err != nil {
+		return fmt.Errorf("admin-listen: %w", err)
+	}
+	defer adminLn.Close()
+
+	controlID := identity.ControlPlaneID(td)
+	grpcDNS, grpcIPs := sans(grpcLn.Addr())
+	grpcCert, err := newServingCert(cfg.Clock, logger, func(pub *ecdsa.PublicKey) ([]*x509.Certificate, error) {
+		return workloadCA.SignServing(pub, controlID, grpcDNS, grpcIPs, 24*time.Hour)
+	})
+	if err != nil {
+		return err
+	}
+	adminDNS, adminIPs := sans(adminLn.Addr())
+	adminCert, err := newServingCert(cfg.Clock, logger, func(pub *ecdsa.PublicKey) ([]*x509.Certificate, error) {
+		c, err := operatorCA.SignServer(pub, adminDNS, adminIPs, 90*24*time.Hour)
+		return []*x509.Certificate{c}, err
+	})
+	if err != nil {
+		return err
+	}
+
+	credPath := filepath.Join(cfg.DataDir, credentialFile)
+	adminURL := "https://" + dialable(adminLn.Addr())
+	if err := bootstrapOperator(credPath, operatorCA, adminURL, cfg.Clock.Now(), logger); err != nil {
+		return err
+	}
+
+	grpcSrv := grpc.NewServer(
+		grpc.Creds(credentials.NewTLS(mtls.ControlServerConfig(grpcCert.GetCertificate, workloadCA.Bundle(), td))),
+		grpc.MaxRecvMsgSize(256<<10),
+		grpc.ConnectionTimeout(10*time.Second),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+	)
+	apiv1.RegisterControlServer(grpcSrv, &controlService{
+		td: td, ca: workloadCA, attestor: tokens, registry: reg, hub: hub, clock: cfg.Clock, logger: logger,
+	})
+
+	adminHandler, err := admin.New(admin.Config{
+		Resources: resources, Registry: reg, Tokens: tokens, TrustDomain: td.Name(),
+		Pin: func() string { return pin }, Logger: logger,
+	})
+	if err != nil {
+		return err
+	}
+	adminSrv := &http.Server{
+		Handler:           adminHandler,
+		TLSConfig:         mtls.AdminServerConfig(adminCert.GetCertificate, admin.OperatorRoots(operatorCA.Root())),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
+	}
+
+	ep := Endpoints{
+		GRPC: dialable(grpcLn.Addr()), Admin: dialable(adminLn.Addr()), TrustDomain: td.Name(),
+		BundlePath: bundlePath, CredentialPath: credPath, Pin: pin,
+	}
+	logger.Info("control plane starting", telemetry.KeyTrustDomain, td.Name(), telemetry.KeyAddress, ep.GRPC,
+		telemetry.KeyURL, adminURL, telemetry.KeyDataDir, cfg.DataDir)
+
+	return run.Group(ctx,
+		builder.Run,
+		janitor(tokens, reg, cfg.Clock, logger),
+		serveGRPC(grpcSrv, grpcLn),
+		serveHTTPS(adminSrv, adminLn),
+		func(ctx context.Context) error {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-hub.Ready():
+			}
+			logger.Info("control plane ready", telemetry.KeyAddress, ep.GRPC, telemetry.KeyURL, adminURL)
+			if cfg.Ready != nil {
+				cfg.Ready(ep)
+			}
+			<-ctx.Done()
+			return nil
+		},
+	)
+}
+
+// writeBundle writes the trust bundle for proxies' --ca-bundle.
+func writeBundle(path string, roots []*x509.Certificate) error {
+	var b []byte
+	for _, c := range roots {
+		b = append(b, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+	}
+	if err := fileutil.WriteAtomic(path, b, 0o644); err != nil {
+		return fmt.Errorf("write trust bundle: %w", err)
+	}
+	return nil
+}
+
+// janitor prunes expired join tokens and ends the grace period of
+// disconnected proxies.
+func janitor(tokens *jointoken.JoinTokens, reg *registry.Registry, c clock.Clock, logger *slog.Logger) run.Task {
+	const every = 30 * time.Second
+	return func(ctx context.Context) error {
+		for {
+			if _, err := tokens.Prune(ctx); err != nil && ctx.Err() == nil {
+				logger.Warn("prune join tokens", telemetry.KeyErr, err)
+			}
+			next, err := reg.Sweep(ctx)
+			if err != nil && ctx.Err() == nil {
+				logger.Warn("sweep registry", telemetry.KeyErr, err)
+			}
+			if next <= 0 || next > every {
+				next = every
+			}
+			t := c.NewTimer(next + 10*time.Millisecond)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil
+			case <-t.C():
+			}
+		}
+	}
+}
+
+func serveGRPC(srv *grpc.Server, ln net.Listener) run.Task {
+	return func(ctx context.Context) error {
+		errc := make(chan error, 1)
+		go func() { errc <- srv.Serve(ln) }()
+		select {
+		case err := <-errc:
+			return fmt.Errorf("serve grpc: %w", err)
+		case <-ctx.Done():
+			// Subscribe streams never end by themselves: stop at once;
+			// proxies keep their last snapshot and reconnect.
+			srv.Stop()
+			<-errc
+			return nil
+		}
+	}
+}
+
+func serveHTTPS(srv *http.Server, ln net.Listener) run.Task {
+	return func(ctx context.Context) error {
+		errc := make(chan error, 1)
+		go func() { errc <- srv.ServeTLS(ln, "", "") }()
+		select {
+		case err := <-errc:
+			return fmt.Errorf("serve admin api: %w", err)
+		case <-ctx.Done():
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			_ = srv.Shutdown(sctx)
+			<-errc
+			return nil
+		}
+	}
+}

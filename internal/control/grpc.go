@@ -1,0 +1,296 @@
+package control
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync/atomic"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	apiv1 "github.com/bulwarkmesh/bulwark/api/v1alpha1"
+	"github.com/bulwarkmesh/bulwark/internal/attest"
+	"github.com/bulwarkmesh/bulwark/internal/ca"
+	"github.com/bulwarkmesh/bulwark/internal/clock"
+	"github.com/bulwarkmesh/bulwark/internal/identity"
+	"github.com/bulwarkmesh/bulwark/internal/push"
+	"github.com/bulwarkmesh/bulwark/internal/registry"
+	"github.com/bulwarkmesh/bulwark/internal/telemetry"
+)
+
+// maxNack bounds the NACK message a proxy can make the control plane log
+// and store.
+const maxNack = 1024
+
+// controlService implements the Control gRPC service.
+type controlService struct {
+	apiv1.UnimplementedControlServer
+
+	td       spiffeid.TrustDomain
+	ca       *ca.CA
+	attestor attest.Attestor
+	registry *registry.Registry
+	hub      *push.Hub
+	clock    clock.Clock
+	logger   *slog.Logger
+}
+
+// Attest redeems a join token for a first SVID. The CSR is checked before
+// the token is consumed, so a malformed request does not burn a token.
+func (s *controlService) Attest(ctx context.Context, req *apiv1.AttestRequest) (*apiv1.AttestResponse, error) {
+	svc, err := identity.ParseServiceRef(req.GetService(), "")
+	if err != nil || req.GetService() != svc.String() {
+		return nil, status.Error(codes.InvalidArgument, "service: want namespace/name")
+	}
+	pub, err := ca.ParseCSR(req.GetCsr())
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "csr: %v", err)
+	}
+	res, err := s.attestor.Attest(ctx, attest.Evidence{JoinToken: req.GetJoinToken(), Service: svc})
+	if errors.Is(err, attest.ErrRejected) {
+		s.logger.Warn("attestation rejected", telemetry.KeyService, svc.String(), telemetry.KeyRemote, remoteAddr(ctx))
+		return nil, status.Error(codes.PermissionDenied, "join token rejected: invalid, expired, already used, or for another service")
+	}
+	if err != nil {
+		return nil, s.internal("attest", err)
+	}
+	id, err := identity.WorkloadID(s.td, res.Service.Namespace, res.Account)
+	if err != nil {
+		return nil, s.internal("attest", err)
+	}
+	if err := s.registry.AddService(ctx, res.Account, res.Service); err != nil {
+		return nil, s.internal("attest", err)
+	}
+	chain, err := s.ca.SignSVID(pub, id, 0)
+	if err != nil {
+		return nil, s.internal("attest", err)
+	}
+	instance := registry.NewInstanceName(res.Service)
+	s.logger.Info("workload attested", telemetry.KeyIdentity, id.String(), telemetry.KeyService, res.Service.String(),
+		telemetry.KeyInstance, instance, telemetry.KeyExpiry, chain[0].NotAfter, telemetry.KeySerial, chain[0].SerialNumber.Text(16))
+	return &apiv1.AttestResponse{
+		Svid:     svidMessage(id, chain),
+		Bundle:   derCerts(s.ca.Roots()),
+		Instance: instance,
+	}, nil
+}
+
+// SignSVID renews the caller's SVID for the identity of its current,
+// unexpired SVID. Nothing in the CSR but its public key is used.
+func (s *controlService) SignSVID(ctx context.Context, req *apiv1.SignSVIDRequest) (*apiv1.SignSVIDResponse, error) {
+	id, leaf, err := s.peerSVID(ctx)
+	if err != nil {
+		return nil, err
+	}
+	pub, err := ca.ParseCSR(req.GetCsr())
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "csr: %v", err)
+	}
+	chain, err := s.ca.SignSVID(pub, id, 0)
+	if err != nil {
+		return nil, s.internal("sign svid", err)
+	}
+	s.logger.Info("svid renewed", telemetry.KeyIdentity, id.String(), telemetry.KeySerial, chain[0].SerialNumber.Text(16),
+		telemetry.KeyExpiry, chain[0].NotAfter, telemetry.KeyDetail, "previous serial "+leaf.SerialNumber.Text(16))
+	return &apiv1.SignSVIDResponse{Svid: svidMessage(id, chain), Bundle: derCerts(s.ca.Roots())}, nil
+}
+
+// Subscribe registers the calling proxy and streams its snapshots. The
+// stream ends when the caller's SVID expires, so a proxy always reconnects
+// with its renewed SVID.
+func (s *controlService) Subscribe(stream apiv1.Control_SubscribeServer) error {
+	ctx := stream.Context()
+	id, leaf, err := s.peerSVID(ctx)
+	if err != nil {
+		return err
+	}
+	w, err := identity.ParseWorkloadID(id)
+	if err != nil {
+		return status.Error(codes.PermissionDenied, "not a workload identity")
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	node := first.GetNode()
+	if node == nil {
+		return status.Error(codes.InvalidArgument, "first message must be a node")
+	}
+	svc, err := identity.ParseServiceRef(node.GetService(), "")
+	if err != nil || node.GetService() != svc.String() {
+		return status.Error(codes.InvalidArgument, "node.service: want namespace/name")
+	}
+	if err := identity.ValidateName(node.GetInstance()); err != nil {
+		return status.Errorf(codes.InvalidArgument, "node.instance: %v", err)
+	}
+	if err := checkAdvertise(node.GetAddress()); err != nil {
+		return status.Errorf(codes.InvalidArgument, "node.address: %v", err)
+	}
+	ok, err := s.registry.Serves(ctx, w, svc)
+	if err != nil {
+		return s.internal("subscribe", err)
+	}
+	if !ok {
+		s.logger.Warn("subscribe refused: identity not attested for service", telemetry.KeyIdentity, id.String(), telemetry.KeyService, svc.String())
+		return status.Errorf(codes.PermissionDenied, "identity %s was not attested for service %s", id, svc)
+	}
+
+	now := s.clock.Now()
+	var taken bool
+	err = s.registry.UpdateProxy(ctx, svc.Namespace, node.GetInstance(), func(p *registry.Proxy) {
+		if p.Identity != "" && p.Identity != id.String() {
+			taken = true
+			return
+		}
+		taken = false
+		p.Service = svc.Name
+		p.Identity = id.String()
+		p.Address = node.GetAddress()
+		p.Connected = true
+		p.Live = node.GetAddress() != ""
+		p.LastSeen = now
+		p.SVIDExpiry = leaf.NotAfter
+		p.SVIDSerial = leaf.SerialNumber.Text(16)
+		p.Version = node.GetVersion()
+	})
+	if err != nil {
+		return s.internal("subscribe", err)
+	}
+	if taken {
+		return status.Error(codes.PermissionDenied, "node.instance belongs to another identity")
+	}
+	s.logger.Info("proxy connected", telemetry.KeyIdentity, id.String(), telemetry.KeyService, svc.String(),
+		telemetry.KeyInstance, node.GetInstance(), telemetry.KeyAddress, node.GetAddress())
+
+	defer func() {
+		// The stream's context is done; record the disconnect with a fresh one.
+		err := s.registry.UpdateProxy(context.WithoutCancel(ctx), svc.Namespace, node.GetInstance(), func(p *registry.Proxy) {
+			p.Connected = false
+			p.LastSeen = s.clock.Now()
+		})
+		if err != nil {
+			s.logger.Warn("record proxy disconnect", telemetry.KeyInstance, node.GetInstance(), telemetry.KeyErr, err)
+		}
+		s.logger.Info("proxy disconnected", telemetry.KeyService, svc.String(), telemetry.KeyInstance, node.GetInstance())
+	}()
+
+	sctx, cancel := context.WithDeadline(ctx, leaf.NotAfter)
+	defer cancel()
+	record := func(fn func(p *registry.Proxy)) {
+		if err := s.registry.UpdateProxy(sctx, svc.Namespace, node.GetInstance(), fn); err != nil && sctx.Err() == nil {
+			s.logger.Warn("record proxy state", telemetry.KeyInstance, node.GetInstance(), telemetry.KeyErr, err)
+		}
+	}
+	// Only an answer to the version last sent is recorded, once: a proxy
+	// cannot turn a flood of ACKs into a flood of store writes.
+	var sent, answered atomic.Int64
+	err = s.hub.Serve(sctx, stream, push.Node{ID: id.String(), Service: svc}, push.Callbacks{
+		Sent: func(v int64) {
+			sent.Store(v)
+			record(func(p *registry.Proxy) { p.SnapshotVersion = v })
+		},
+		Acked: func(v int64, nack string) {
+			if v != sent.Load() || answered.Swap(v) == v {
+				return
+			}
+			if len(nack) > maxNack {
+				nack = nack[:maxNack]
+			}
+			if nack != "" {
+				s.logger.Warn("snapshot rejected by proxy", telemetry.KeyInstance, node.GetInstance(), telemetry.KeyVersion, v, telemetry.KeyErr, nack)
+			}
+			record(func(p *registry.Proxy) {
+				if nack == "" {
+					p.AckedVersion, p.LastNack = v, ""
+				} else {
+					p.LastNack = nack
+				}
+			})
+		},
+	})
+	if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+		return status.Error(codes.Unauthenticated, "svid expired: renew and reconnect")
+	}
+	if errors.Is(err, push.ErrUnexpectedMessage) {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	return err
+}
+
+// peerSVID returns the caller's verified SPIFFE ID and leaf certificate.
+// The TLS layer already verified the chain; the expiry is checked again
+// here because a connection may outlive its certificate.
+func (s *controlService) peerSVID(ctx context.Context) (spiffeid.ID, *x509.Certificate, error) {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return spiffeid.ID{}, nil, status.Error(codes.Unauthenticated, "no peer")
+	}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(info.State.PeerCertificates) == 0 {
+		return spiffeid.ID{}, nil, status.Error(codes.Unauthenticated, "an X509-SVID is required")
+	}
+	leaf := info.State.PeerCertificates[0]
+	if s.clock.Now().After(leaf.NotAfter) {
+		return spiffeid.ID{}, nil, status.Error(codes.Unauthenticated, "svid expired")
+	}
+	id, err := x509svid.IDFromCert(leaf)
+	if err != nil || !id.MemberOf(s.td) {
+		return spiffeid.ID{}, nil, status.Error(codes.Unauthenticated, "not an X509-SVID of this trust domain")
+	}
+	return id, leaf, nil
+}
+
+func (s *controlService) internal(op string, err error) error {
+	s.logger.Error("rpc failed", telemetry.KeyDetail, op, telemetry.KeyErr, err)
+	return status.Error(codes.Internal, op+": internal error")
+}
+
+// checkAdvertise validates an advertised inbound address: "" (no inbound)
+// or host:port with a concrete host.
+func checkAdvertise(addr string) error {
+	if addr == "" {
+		return nil
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if host == "" {
+		return fmt.Errorf("%q has no host", addr)
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		return fmt.Errorf("%q: an unspecified address cannot be reached by peers", addr)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+		return fmt.Errorf("%q: bad port", addr)
+	}
+	return nil
+}
+
+func svidMessage(id spiffeid.ID, chain []*x509.Certificate) *apiv1.X509SVID {
+	return &apiv1.X509SVID{SpiffeId: id.String(), CertChain: derCerts(chain)}
+}
+
+func derCerts(certs []*x509.Certificate) [][]byte {
+	out := make([][]byte, len(certs))
+	for i, c := range certs {
+		out[i] = c.Raw
+	}
+	return out
+}
+
+func remoteAddr(ctx context.Context) string {
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		return p.Addr.String()
+	}
+	return ""
+}

@@ -1,0 +1,212 @@
+package control
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/bulwarkmesh/bulwark/internal/ca"
+	"github.com/bulwarkmesh/bulwark/internal/config"
+	"github.com/bulwarkmesh/bulwark/internal/push"
+	"github.com/bulwarkmesh/bulwark/internal/registry"
+	"github.com/bulwarkmesh/bulwark/internal/resource"
+	"github.com/bulwarkmesh/bulwark/internal/store"
+	"github.com/bulwarkmesh/bulwark/internal/telemetry"
+)
+
+// debounce coalesces bursts of store changes into one rebuild.
+const debounce = 10 * time.Millisecond
+
+// stateBuilder keeps the hub's State in step with the store: it watches
+// resources, the registry and the CA, and rebuilds the State after each
+// burst of changes.
+type stateBuilder struct {
+	store     store.Store
+	resources *resource.Store
+	registry  *registry.Registry
+	ca        *ca.CA
+	hub       *push.Hub
+	td        spiffeid.TrustDomain
+	logger    *slog.Logger
+
+	lastInputs [32]byte
+}
+
+// relevant reports whether a change to key can change a snapshot.
+func relevant(key string) bool {
+	return strings.HasPrefix(key, resource.Prefix) || strings.HasPrefix(key, registry.Prefix) || strings.HasPrefix(key, "/ca/")
+}
+
+// Run rebuilds the State until ctx is done.
+func (b *stateBuilder) Run(ctx context.Context) error {
+	for {
+		rev, err := b.rebuild(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("build mesh state: %w", err)
+		}
+		events, err := b.store.Watch(ctx, "/", rev)
+		if errors.Is(err, store.ErrCompacted) {
+			continue
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("watch store: %w", err)
+		}
+		if err := b.follow(ctx, events); err != nil {
+			return err
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		// The watch was dropped: list again.
+	}
+}
+
+// follow rebuilds after each burst of relevant events until the watch ends.
+func (b *stateBuilder) follow(ctx context.Context, events <-chan store.Event) error {
+	var timer <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-events:
+			if !ok {
+				return nil
+			}
+			if relevant(ev.KV.Key) && timer == nil {
+				timer = time.After(debounce)
+			}
+		case <-timer:
+			timer = nil
+			if _, err := b.rebuild(ctx); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return fmt.Errorf("build mesh state: %w", err)
+			}
+		}
+	}
+}
+
+// rebuild reads the mesh and installs a new State if its inputs changed.
+// It returns the store revision it read at.
+func (b *stateBuilder) rebuild(ctx context.Context) (int64, error) {
+	st, err := b.read(ctx)
+	if err != nil {
+		return 0, err
+	}
+	h := inputsHash(st)
+	if h == b.lastInputs && b.hub.State() != nil {
+		return st.Revision, nil
+	}
+	b.lastInputs = h
+	b.hub.SetState(st)
+	b.logger.Debug("mesh state rebuilt", telemetry.KeyVersion, st.Revision, telemetry.KeyCount, len(st.Policies))
+	return st.Revision, nil
+}
+
+func (b *stateBuilder) read(ctx context.Context) (*push.State, error) {
+	objs, rev1, err := b.resources.List(ctx, config.KindAuthorizationPolicy, "")
+	if err != nil {
+		return nil, err
+	}
+	proxies, rev2, err := b.registry.Proxies(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ids, err := b.registry.Identities(ctx)
+	if err != nil {
+		return nil, err
+	}
+	st := &push.State{
+		Revision:   max(rev1, rev2),
+		Identities: make(map[string][]string, len(ids)),
+		Endpoints:  map[string][]push.Endpoint{},
+	}
+	for _, c := range b.ca.Roots() {
+		st.Bundle = append(st.Bundle, c.Raw)
+	}
+	for _, o := range objs {
+		p, ok := o.(*config.AuthorizationPolicy)
+		if !ok {
+			continue
+		}
+		p.Metadata.ResourceVersion = "" // not part of what proxies enforce
+		js, err := config.Marshal(p)
+		if err != nil {
+			return nil, err
+		}
+		st.Policies = append(st.Policies, push.Policy{Policy: p, JSON: js})
+	}
+	for key, svcs := range ids {
+		ns, account, ok := strings.Cut(key, "/")
+		if !ok {
+			continue
+		}
+		id, err := spiffeid.FromSegments(b.td, "ns", ns, "sa", account)
+		if err != nil {
+			continue
+		}
+		st.Identities[id.String()] = svcs
+	}
+	seen := map[string]bool{}
+	for _, p := range proxies {
+		if p.Address == "" {
+			continue // a client-only proxy is not a service
+		}
+		name := p.ServiceRef().String()
+		if !seen[name] {
+			seen[name] = true
+			st.Services = append(st.Services, name)
+		}
+		if p.Live {
+			st.Endpoints[name] = append(st.Endpoints[name], push.Endpoint{Address: p.Address, SPIFFEID: p.Identity, Instance: p.Instance})
+		}
+	}
+	st.Seal()
+	return st, nil
+}
+
+// inputsHash fingerprints everything a snapshot is compiled from, so that
+// store writes that change none of it (a proxy's ACK) do not wake every
+// subscriber.
+func inputsHash(st *push.State) [32]byte {
+	h := sha256.New()
+	for _, b := range st.Bundle {
+		h.Write(b)
+	}
+	h.Write([]byte{0})
+	for _, p := range st.Policies {
+		h.Write(p.JSON)
+		h.Write([]byte{0})
+	}
+	ids := make([]string, 0, len(st.Identities))
+	for id := range st.Identities {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		fmt.Fprintf(h, "%s=%v;", id, st.Identities[id])
+	}
+	for _, s := range st.Services {
+		fmt.Fprintf(h, "%s:", s)
+		for _, ep := range st.Endpoints[s] {
+			fmt.Fprintf(h, "%s|%s|%s,", ep.Address, ep.SPIFFEID, ep.Instance)
+		}
+	}
+	var out [32]byte
+	copy(out[:], h.Sum(nil))
+	return out
+}

@@ -1,0 +1,150 @@
+// Package push owns what each proxy is told: the compiler that turns the
+// mesh's state into one complete snapshot per proxy, and the hub that streams
+// snapshots to subscribed proxies and collects their ACKs and NACKs.
+//
+// Least knowledge: a proxy's snapshot carries the policies of its own
+// service, the endpoints of only the services its policies allow it to call
+// (with only the rules that apply to it), and the bare names of the other
+// services, so it can answer 403 for a service it may not call and 503 for
+// one that does not exist.
+package push
+
+import (
+	"crypto/sha256"
+	"slices"
+
+	"google.golang.org/protobuf/proto"
+
+	apiv1 "github.com/bulwarkmesh/bulwark/api/v1alpha1"
+	"github.com/bulwarkmesh/bulwark/internal/config"
+	"github.com/bulwarkmesh/bulwark/internal/identity"
+	"github.com/bulwarkmesh/bulwark/internal/policy"
+)
+
+// Endpoint is one live proxy of a service.
+type Endpoint struct {
+	Address  string
+	SPIFFEID string
+	Instance string
+}
+
+// Policy is a validated AuthorizationPolicy with its JSON document.
+type Policy struct {
+	Policy *config.AuthorizationPolicy
+	JSON   []byte
+}
+
+// State is everything the compiler reads: a consistent view of the mesh at
+// one store revision. It is immutable once built.
+type State struct {
+	// Revision is the store revision the state was read at; it is the
+	// version of every snapshot compiled from it.
+	Revision int64
+	// Bundle is the trust bundle, DER root certificates.
+	Bundle [][]byte
+	// Policies are every AuthorizationPolicy in the mesh.
+	Policies []Policy
+	// Identities maps a workload SPIFFE ID to the services ("ns/name") it
+	// was attested for.
+	Identities map[string][]string
+	// Endpoints maps a service ("ns/name") to its live endpoints.
+	Endpoints map[string][]Endpoint
+	// Services are the names of every service in the mesh, sorted.
+	Services []string
+
+	policies []*config.AuthorizationPolicy
+	jsonOf   map[*config.AuthorizationPolicy][]byte
+}
+
+// Node is the proxy a snapshot is compiled for.
+type Node struct {
+	// ID is the proxy's SPIFFE ID.
+	ID string
+	// Service is the service the proxy fronts.
+	Service identity.ServiceRef
+}
+
+// Seal finishes a State after its exported fields are set; Compile requires
+// a sealed State.
+func (st *State) Seal() {
+	st.policies = make([]*config.AuthorizationPolicy, len(st.Policies))
+	st.jsonOf = make(map[*config.AuthorizationPolicy][]byte, len(st.Policies))
+	for i, p := range st.Policies {
+		st.policies[i] = p.Policy
+		st.jsonOf[p.Policy] = p.JSON
+	}
+	slices.Sort(st.Services)
+}
+
+// Compile returns the complete snapshot of node. It is pure: the same state
+// and node give the same snapshot.
+func Compile(st *State, node Node) (*apiv1.Snapshot, error) {
+	snap := &apiv1.Snapshot{
+		Version:     st.Revision,
+		TrustBundle: st.Bundle,
+		Inbound:     &apiv1.Inbound{},
+		Services:    st.Services,
+	}
+
+	// Inbound: the policies selecting the node's own service, and the
+	// services of the identities those policies can name by service.
+	ix := policy.Compile(node.Service, st.policies)
+	for _, p := range st.policies {
+		if p.Selects(node.Service) {
+			snap.Inbound.Policies = append(snap.Inbound.Policies, st.jsonOf[p])
+		}
+	}
+	if len(snap.Inbound.Policies) > 0 {
+		ids := make([]string, 0, len(st.Identities))
+		for id := range st.Identities {
+			ids = append(ids, id)
+		}
+		slices.Sort(ids)
+		for _, id := range ids {
+			svcs := st.Identities[id]
+			if slices.ContainsFunc(svcs, ix.MatchesServicePattern) {
+				snap.Inbound.Peers = append(snap.Inbound.Peers, &apiv1.PeerIdentity{SpiffeId: id, Services: svcs})
+			}
+		}
+	}
+
+	// Outbound: every service this node may call, with the caller's view of
+	// its policies and its endpoints.
+	caller := policy.Source{ID: node.ID, Services: st.Identities[node.ID]}
+	for _, name := range st.Services {
+		dest, err := identity.ParseServiceRef(name, "")
+		if err != nil {
+			continue
+		}
+		callable, view := policy.ForCaller(dest, st.policies, caller)
+		if !callable {
+			continue
+		}
+		d := &apiv1.Destination{Service: name}
+		for _, p := range view {
+			b, err := config.Marshal(p)
+			if err != nil {
+				return nil, err
+			}
+			d.Policies = append(d.Policies, b)
+		}
+		for _, ep := range st.Endpoints[name] {
+			d.Endpoints = append(d.Endpoints, &apiv1.Endpoint{Address: ep.Address, SpiffeId: ep.SPIFFEID, Instance: ep.Instance})
+		}
+		snap.Destinations = append(snap.Destinations, d)
+	}
+	return snap, nil
+}
+
+// contentHash hashes a snapshot without its version, so that a snapshot
+// whose content did not change is not sent again.
+func contentHash(snap *apiv1.Snapshot) ([32]byte, error) {
+	v := snap.Version
+	snap.Version = 0
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(snap)
+	snap.Version = v
+	if err != nil {
+		return [32]byte{}, err
+	}
+	return sha256.Sum256(b), nil
+}

@@ -1,0 +1,167 @@
+package push
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+
+	apiv1 "github.com/bulwarkmesh/bulwark/api/v1alpha1"
+	"github.com/bulwarkmesh/bulwark/internal/telemetry"
+)
+
+// Stream is the server side of a Subscribe stream.
+type Stream interface {
+	Send(*apiv1.Snapshot) error
+	Recv() (*apiv1.SubscribeRequest, error)
+}
+
+// Callbacks tell the caller what happened on a stream. Each may be nil.
+type Callbacks struct {
+	// Sent is called after a snapshot version was sent.
+	Sent func(version int64)
+	// Acked is called for every ACK (nack == "") or NACK.
+	Acked func(version int64, nack string)
+}
+
+// Hub streams snapshots to subscribed proxies. A new State wakes every
+// subscriber; each compiles its own snapshot in its own goroutine (so the
+// work spreads over cores) and sends it only if its content changed.
+type Hub struct {
+	logger *slog.Logger
+
+	mu    sync.Mutex
+	state *State
+	ready chan struct{}
+	subs  map[chan struct{}]struct{}
+}
+
+// NewHub returns a Hub with no state; subscribers wait for the first
+// SetState.
+func NewHub(logger *slog.Logger) *Hub {
+	return &Hub{
+		logger: telemetry.OrDiscard(logger),
+		ready:  make(chan struct{}),
+		subs:   make(map[chan struct{}]struct{}),
+	}
+}
+
+// SetState installs a new sealed State and wakes every subscriber.
+func (h *Hub) SetState(st *State) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.state == nil {
+		close(h.ready)
+	}
+	h.state = st
+	for c := range h.subs {
+		select {
+		case c <- struct{}{}:
+		default: // already woken; it will read the newest state
+		}
+	}
+}
+
+// Ready is closed once the first State is installed.
+func (h *Hub) Ready() <-chan struct{} { return h.ready }
+
+// State returns the current state, nil before the first SetState.
+func (h *Hub) State() *State {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.state
+}
+
+// Subscribers returns how many streams are being served.
+func (h *Hub) Subscribers() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.subs)
+}
+
+// ErrUnexpectedMessage is returned when a proxy sends anything but an Ack
+// after its Node.
+var ErrUnexpectedMessage = errors.New("unexpected message on subscribe stream: want ack")
+
+// Serve streams snapshots for node until ctx is done, the proxy closes the
+// stream (nil), or sending or receiving fails. The first snapshot is sent at
+// once, even when it is empty.
+func (h *Hub) Serve(ctx context.Context, stream Stream, node Node, cb Callbacks) error {
+	wake := make(chan struct{}, 1)
+	wake <- struct{}{}
+	h.mu.Lock()
+	h.subs[wake] = struct{}{}
+	h.mu.Unlock()
+	defer func() {
+		h.mu.Lock()
+		delete(h.subs, wake)
+		h.mu.Unlock()
+	}()
+
+	recvErr := make(chan error, 1)
+	go func() {
+		for {
+			req, err := stream.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			ack := req.GetAck()
+			if ack == nil {
+				recvErr <- ErrUnexpectedMessage
+				return
+			}
+			if cb.Acked != nil {
+				cb.Acked(ack.GetVersion(), ack.GetError())
+			}
+		}
+	}()
+
+	select {
+	case <-h.ready:
+	case <-ctx.Done():
+		return ctx.Err()
+	case err := <-recvErr:
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		return err
+	}
+
+	var last [32]byte
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-recvErr:
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		case <-wake:
+			snap, err := Compile(h.State(), node)
+			if err != nil {
+				// A compile error is a bug; keep the proxy on its last
+				// snapshot rather than sending a partial one.
+				h.logger.Error("compile snapshot", telemetry.KeyService, node.Service.String(), telemetry.KeyErr, err)
+				continue
+			}
+			sum, err := contentHash(snap)
+			if err != nil {
+				return fmt.Errorf("hash snapshot: %w", err)
+			}
+			if sum == last {
+				continue
+			}
+			if err := stream.Send(snap); err != nil {
+				return err
+			}
+			last = sum
+			if cb.Sent != nil {
+				cb.Sent(snap.GetVersion())
+			}
+		}
+	}
+}
