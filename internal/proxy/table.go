@@ -1,0 +1,130 @@
+package proxy
+
+import (
+	"crypto/x509"
+	"fmt"
+	"sync/atomic"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	apiv1 "github.com/bulwarkmesh/bulwark/api/v1alpha1"
+	"github.com/bulwarkmesh/bulwark/internal/config"
+	"github.com/bulwarkmesh/bulwark/internal/identity"
+	"github.com/bulwarkmesh/bulwark/internal/policy"
+)
+
+// table is the compiled form of one snapshot. It is immutable once built and
+// swapped atomically, so the data path reads it without locks.
+type table struct {
+	version int64
+	// lastKnownGood marks a table loaded from disk at start.
+	lastKnownGood bool
+	// inbound decides requests to this proxy's own service.
+	inbound *policy.Index
+	// peers maps a caller's SPIFFE ID to the services it serves.
+	peers map[string][]string
+	// services holds the name of every service in the mesh.
+	services map[string]struct{}
+	// dests are the services this proxy may call, by "ns/name".
+	dests map[string]*destination
+	// idByAddr maps an endpoint address to the identity it must present.
+	idByAddr map[string]spiffeid.ID
+	// bundle is the trust bundle of the snapshot.
+	bundle []*x509.Certificate
+}
+
+// destination is a service this proxy may call.
+type destination struct {
+	ref       identity.ServiceRef
+	host      string
+	index     *policy.Index
+	endpoints []endpoint
+	next      atomic.Uint64
+}
+
+type endpoint struct {
+	addr string
+	id   spiffeid.ID
+}
+
+// pick returns the next endpoint in round robin. Load balancing with
+// latency awareness and health replaces this in the traffic-management work.
+func (d *destination) pick() (endpoint, bool) {
+	n := len(d.endpoints)
+	if n == 0 {
+		return endpoint{}, false
+	}
+	return d.endpoints[(d.next.Add(1)-1)%uint64(n)], true
+}
+
+// compile builds a table from a snapshot for the proxy of svc. Every policy
+// document is decoded and validated again: a snapshot this proxy cannot
+// fully understand is rejected as a whole (NACK), never half applied.
+func compile(snap *apiv1.Snapshot, svc identity.ServiceRef) (*table, error) {
+	t := &table{
+		version:  snap.GetVersion(),
+		peers:    make(map[string][]string, len(snap.GetInbound().GetPeers())),
+		services: make(map[string]struct{}, len(snap.GetServices())),
+		dests:    make(map[string]*destination, len(snap.GetDestinations())),
+		idByAddr: map[string]spiffeid.ID{},
+	}
+	for i, der := range snap.GetTrustBundle() {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil, fmt.Errorf("trust_bundle[%d]: %w", i, err)
+		}
+		t.bundle = append(t.bundle, c)
+	}
+	inbound, err := decodePolicies(snap.GetInbound().GetPolicies())
+	if err != nil {
+		return nil, fmt.Errorf("inbound: %w", err)
+	}
+	t.inbound = policy.Compile(svc, inbound)
+	for _, p := range snap.GetInbound().GetPeers() {
+		t.peers[p.GetSpiffeId()] = p.GetServices()
+	}
+	for _, name := range snap.GetServices() {
+		t.services[name] = struct{}{}
+	}
+	for i, d := range snap.GetDestinations() {
+		ref, err := identity.ParseServiceRef(d.GetService(), "")
+		if err != nil {
+			return nil, fmt.Errorf("destinations[%d]: %w", i, err)
+		}
+		pols, err := decodePolicies(d.GetPolicies())
+		if err != nil {
+			return nil, fmt.Errorf("destinations[%d] (%s): %w", i, ref, err)
+		}
+		dest := &destination{ref: ref, host: ref.Host(), index: policy.Compile(ref, pols)}
+		for j, ep := range d.GetEndpoints() {
+			id, err := spiffeid.FromString(ep.GetSpiffeId())
+			if err != nil {
+				return nil, fmt.Errorf("destinations[%d].endpoints[%d]: %w", i, j, err)
+			}
+			if prev, ok := t.idByAddr[ep.GetAddress()]; ok && prev != id {
+				return nil, fmt.Errorf("destinations[%d].endpoints[%d]: address %s claimed by %s and %s", i, j, ep.GetAddress(), prev, id)
+			}
+			t.idByAddr[ep.GetAddress()] = id
+			dest.endpoints = append(dest.endpoints, endpoint{addr: ep.GetAddress(), id: id})
+		}
+		t.dests[ref.String()] = dest
+		t.services[ref.String()] = struct{}{}
+	}
+	return t, nil
+}
+
+func decodePolicies(docs [][]byte) ([]*config.AuthorizationPolicy, error) {
+	out := make([]*config.AuthorizationPolicy, 0, len(docs))
+	for i, doc := range docs {
+		o, err := config.DecodeObject(doc)
+		if err != nil {
+			return nil, fmt.Errorf("policies[%d]: %w", i, err)
+		}
+		p, ok := o.(*config.AuthorizationPolicy)
+		if !ok {
+			return nil, fmt.Errorf("policies[%d]: kind %s is not an AuthorizationPolicy", i, o.GetTypeMeta().Kind)
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}

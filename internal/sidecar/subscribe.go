@@ -1,0 +1,232 @@
+package sidecar
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	apiv1 "github.com/bulwarkmesh/bulwark/api/v1alpha1"
+	"github.com/bulwarkmesh/bulwark/internal/buildinfo"
+	"github.com/bulwarkmesh/bulwark/internal/clock"
+	"github.com/bulwarkmesh/bulwark/internal/fileutil"
+	"github.com/bulwarkmesh/bulwark/internal/identity"
+	"github.com/bulwarkmesh/bulwark/internal/proxy"
+	"github.com/bulwarkmesh/bulwark/internal/svid"
+	"github.com/bulwarkmesh/bulwark/internal/telemetry"
+)
+
+// snapshotFile keeps the last snapshot the proxy accepted (0600).
+const snapshotFile = "snapshot.pb"
+
+// subscriber keeps the engine on the newest snapshot: it holds a Subscribe
+// stream to the control plane, applies and ACKs (or NACKs) each snapshot,
+// and reconnects with capped backoff when the stream ends. After every SVID
+// renewal it reconnects at once, so the control plane always sees the
+// current SVID.
+type subscriber struct {
+	client    *controlClient
+	mgr       *svid.Manager
+	engine    *proxy.Engine
+	service   identity.ServiceRef
+	advertise string
+	dataDir   string
+	clock     clock.Clock
+	logger    *slog.Logger
+
+	mu        sync.Mutex
+	cancel    context.CancelFunc
+	connected bool
+	lastErr   string
+	lkg       bool // serving a last-known-good snapshot from disk
+}
+
+// errPermanent marks a stream failure that reconnecting cannot fix.
+var errPermanent = errors.New("control plane refused this proxy")
+
+func (s *subscriber) run(ctx context.Context) error {
+	s.mgr.OnRotate(func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.cancel != nil {
+			s.cancel() // reconnect with the new SVID
+		}
+	})
+	const minBackoff, maxBackoff = time.Second, 30 * time.Second
+	backoff := minBackoff
+	for attempt := 1; ; attempt++ {
+		started := s.clock.Now()
+		err := s.session(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if errors.Is(err, errPermanent) {
+			return err
+		}
+		if errors.Is(err, errRotated) {
+			backoff = minBackoff
+			continue
+		}
+		if s.clock.Now().Sub(started) > maxBackoff {
+			backoff, attempt = minBackoff, 1
+		}
+		s.logger.Warn("control plane unreachable, keeping the current snapshot and retrying",
+			telemetry.KeyAttempt, attempt, telemetry.KeyBackoff, backoff.String(), telemetry.KeyErr, err)
+		t := s.clock.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C():
+		}
+		backoff = min(backoff*2, maxBackoff)
+	}
+}
+
+// errRotated ends a session after an SVID renewal.
+var errRotated = errors.New("svid rotated")
+
+func (s *subscriber) session(ctx context.Context) error {
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	s.mu.Lock()
+	s.cancel = cancel
+	s.mu.Unlock()
+	defer s.setConnected(false, "")
+
+	conn, err := s.client.subscribeConn()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	stream, err := apiv1.NewControlClient(conn).Subscribe(sctx)
+	if err != nil {
+		return s.streamErr(ctx, sctx, err)
+	}
+	err = stream.Send(&apiv1.SubscribeRequest{Kind: &apiv1.SubscribeRequest_Node{Node: &apiv1.Node{
+		Service:  s.service.String(),
+		Instance: s.mgr.Instance(),
+		Address:  s.advertise,
+		Version:  buildinfo.Version,
+	}}})
+	if err != nil {
+		return s.streamErr(ctx, sctx, err)
+	}
+	for {
+		snap, err := stream.Recv()
+		if err != nil {
+			return s.streamErr(ctx, sctx, err)
+		}
+		s.setConnected(true, "")
+		ack := &apiv1.Ack{Version: snap.GetVersion()}
+		if err := s.apply(snap); err != nil {
+			ack.Error = err.Error()
+			s.logger.Error("snapshot rejected, keeping the previous one", telemetry.KeyVersion, snap.GetVersion(), telemetry.KeyErr, err)
+		} else {
+			s.logger.Info("snapshot applied", telemetry.KeyVersion, snap.GetVersion(),
+				telemetry.KeyDestinations, len(snap.GetDestinations()))
+		}
+		if err := stream.Send(&apiv1.SubscribeRequest{Kind: &apiv1.SubscribeRequest_Ack{Ack: ack}}); err != nil {
+			return s.streamErr(ctx, sctx, err)
+		}
+	}
+}
+
+// streamErr turns the end of a stream into the reason the loop acts on.
+func (s *subscriber) streamErr(ctx, sctx context.Context, err error) error {
+	switch {
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case sctx.Err() != nil:
+		return errRotated
+	case errors.Is(err, io.EOF):
+		return errors.New("control plane closed the stream")
+	}
+	st := status.Convert(err)
+	s.setConnected(false, st.Message())
+	switch st.Code() {
+	case codes.PermissionDenied, codes.InvalidArgument:
+		return fmt.Errorf("%w: %s", errPermanent, st.Message())
+	}
+	return err
+}
+
+// apply installs a snapshot: trust bundle first, then the engine's table,
+// then the on-disk copy.
+func (s *subscriber) apply(snap *apiv1.Snapshot) error {
+	if err := s.engine.Apply(snap); err != nil {
+		return err
+	}
+	roots, err := parseDER(snap.GetTrustBundle())
+	if err != nil {
+		return fmt.Errorf("trust bundle: %w", err)
+	}
+	if len(roots) > 0 {
+		if err := s.mgr.SetBundle(roots); err != nil {
+			return fmt.Errorf("trust bundle: %w", err)
+		}
+	}
+	s.mu.Lock()
+	s.lkg = false
+	s.mu.Unlock()
+	if s.dataDir != "" {
+		b, err := proto.Marshal(snap)
+		if err == nil {
+			err = fileutil.WriteAtomic(filepath.Join(s.dataDir, snapshotFile), b, 0o600)
+		}
+		if err != nil {
+			s.logger.Warn("persist snapshot", telemetry.KeyErr, err)
+		}
+	}
+	return nil
+}
+
+// loadLastKnownGood applies the snapshot kept in the data dir, so a proxy
+// restarted while the control plane is unreachable serves its last config.
+func (s *subscriber) loadLastKnownGood() {
+	if s.dataDir == "" {
+		return
+	}
+	b, err := os.ReadFile(filepath.Join(s.dataDir, snapshotFile))
+	if err != nil {
+		return
+	}
+	snap := &apiv1.Snapshot{}
+	if err := proto.Unmarshal(b, snap); err != nil {
+		s.logger.Warn("stored snapshot unreadable, ignoring it", telemetry.KeyErr, err)
+		return
+	}
+	if err := s.engine.ApplyLastKnownGood(snap); err != nil {
+		s.logger.Warn("stored snapshot rejected, ignoring it", telemetry.KeyErr, err)
+		return
+	}
+	s.mu.Lock()
+	s.lkg = true
+	s.mu.Unlock()
+	s.logger.Warn("serving the last-known-good snapshot until the control plane answers", telemetry.KeyVersion, snap.GetVersion())
+}
+
+func (s *subscriber) setConnected(c bool, lastErr string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.connected = c
+	if lastErr != "" {
+		s.lastErr = lastErr
+	}
+}
+
+// status reports the subscription for /ready.
+func (s *subscriber) status() (connected, lkg bool, lastErr string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.connected, s.lkg, s.lastErr
+}
