@@ -1,0 +1,138 @@
+package cli
+
+import (
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/bulwarkmesh/bulwark/internal/buildinfo"
+	"github.com/bulwarkmesh/bulwark/internal/control"
+	"github.com/bulwarkmesh/bulwark/internal/identity"
+	"github.com/bulwarkmesh/bulwark/internal/sidecar"
+)
+
+func newVersionCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version, commit and Go version",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			bi := buildinfo.Read()
+			commit := bi.Commit
+			if bi.Modified {
+				commit += " (modified)"
+			}
+			fmt.Fprintf(g.io.Out, "bulwark %s\ncommit  %s\ngo      %s\n", bi.Version, commit, bi.GoVersion)
+			return nil
+		},
+	}
+}
+
+func newControlCmd(g *globals) *cobra.Command {
+	var cfg control.Config
+	cmd := &cobra.Command{
+		Use:   "control",
+		Short: "Run the control plane",
+		Long: `Run the control plane: the CA, attestation, the registry of proxies, snapshots
+for proxies (gRPC on --listen) and the admin API for operators (HTTPS on
+--admin-listen). On first start it creates the CAs and writes the trust bundle to
+<data-dir>/bundle.pem and the admin operator's credential to
+<data-dir>/operator/admin.yaml (mode 0600).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			logger, err := g.logger()
+			if err != nil {
+				return err
+			}
+			cfg.Logger = logger
+			return control.Run(cmd.Context(), cfg)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.DataDir, "data-dir", "bulwark-data", "directory of the store, CA keys, bundle and operator credential")
+	f.StringVar(&cfg.TrustDomain, "trust-domain", identity.DefaultTrustDomain, "SPIFFE trust domain of the mesh")
+	f.StringVar(&cfg.Listen, "listen", control.DefaultListen, "gRPC address for proxies")
+	f.StringVar(&cfg.AdminListen, "admin-listen", control.DefaultAdminListen, "admin API address (HTTPS, operator client certificates)")
+	f.DurationVar(&cfg.SVIDTTL, "svid-ttl", control.DefaultSVIDTTL, "lifetime of workload certificates (minimum 1m)")
+	return cmd
+}
+
+func newProxyCmd(g *globals) *cobra.Command {
+	var (
+		cfg       sidecar.Config
+		service   string
+		tokenFile string
+		upstreams []string
+	)
+	cmd := &cobra.Command{
+		Use:   "proxy",
+		Short: "Run a sidecar proxy for one service instance",
+		Long: `Run a sidecar proxy. It attests once with a join token (--token-file, or
+--token, or $BULWARK_JOIN_TOKEN), gets a short-lived SPIFFE identity that it renews by
+itself, and then:
+  - serves peers on --inbound (mTLS), authorizing every request before the app sees it;
+  - serves the app on --outbound as an HTTP proxy (HTTP_PROXY=http://<outbound>):
+    the app calls http://<service>.<namespace>/..., the proxy encrypts.
+Listeners open only when their flag is given. --token is visible to other users of
+the machine in the process list: prefer --token-file.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			logger, err := g.logger()
+			if err != nil {
+				return err
+			}
+			if service == "" {
+				return usagef("--service: required (namespace/name)")
+			}
+			svc, err := identity.ParseServiceRef(service, identity.DefaultNamespace)
+			if err != nil {
+				return usagef("--service: %v", err)
+			}
+			cfg.Service = svc
+			if tokenFile != "" {
+				if cfg.Token != "" {
+					return usagef("--token and --token-file: give one")
+				}
+				b, err := os.ReadFile(tokenFile)
+				if err != nil {
+					return fmt.Errorf("--token-file: %w", err)
+				}
+				cfg.Token = strings.TrimSpace(string(b))
+			}
+			if cfg.Token == "" {
+				cfg.Token = os.Getenv("BULWARK_JOIN_TOKEN")
+			}
+			cfg.Upstreams = map[identity.ServiceRef]string{}
+			for _, u := range upstreams {
+				name, addr, ok := strings.Cut(u, "=")
+				if !ok {
+					return usagef("--upstream %q: want SERVICE=HOST:PORT", u)
+				}
+				ref, err := identity.ServiceFromHost(name, svc.Namespace)
+				if err != nil {
+					return usagef("--upstream %q: %q is not a service name", u, name)
+				}
+				cfg.Upstreams[ref] = addr
+			}
+			cfg.Logger, cfg.AccessLog = logger, logger
+			return sidecar.Run(cmd.Context(), cfg)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Control, "control", control.DefaultListen, "control plane gRPC address")
+	f.StringVar(&cfg.CABundle, "ca-bundle", "", "PEM trust bundle to authenticate the control plane on first contact (not needed when the token carries a CA pin)")
+	f.StringVar(&cfg.Token, "token", "", "join token (visible in the process list: prefer --token-file)")
+	f.StringVar(&tokenFile, "token-file", "", "file holding the join token")
+	f.StringVar(&cfg.TrustDomain, "trust-domain", "", "trust domain the control plane must be in (default: learned from its certificate)")
+	f.StringVar(&service, "service", "", "service this proxy fronts, namespace/name (required)")
+	f.StringVar(&cfg.App, "app", "", "local app address, host:port")
+	f.StringVar(&cfg.Inbound, "inbound", "", "mTLS listener for peers, host:port")
+	f.StringVar(&cfg.Advertise, "advertise", "", "address registered for peers (default: --inbound unless it is a wildcard)")
+	f.StringVar(&cfg.Outbound, "outbound", "", "HTTP proxy listener for the app, loopback host:port")
+	f.StringArrayVar(&upstreams, "upstream", nil, "per-upstream listener SERVICE=HOST:PORT: every request to it goes to SERVICE (repeatable)")
+	f.StringVar(&cfg.Admin, "admin", "", "admin listener (/ready, /live, /config_dump), loopback host:port")
+	f.StringVar(&cfg.DataDir, "data-dir", "", "keeps the SVID and last snapshot across restarts (optional)")
+	return cmd
+}
