@@ -246,7 +246,7 @@ func Run(ctx context.Context, cfg Config) error {
 	defer engine.Close()
 	sub := &subscriber{
 		client: client, mgr: mgr, engine: engine, service: cfg.Service, advertise: cfg.Advertise,
-		dataDir: cfg.DataDir, clock: cfg.Clock, logger: logger,
+		dataDir: cfg.DataDir, clock: cfg.Clock, logger: logger, applied: make(chan struct{}),
 	}
 	exposure := &exposureCheck{app: cfg.App, logger: logger}
 
@@ -254,14 +254,26 @@ func Run(ctx context.Context, cfg Config) error {
 	// and an app that starts early gets a clear 503 instead of a refused
 	// connection.
 	var (
-		addrs = Addrs{Upstreams: map[identity.ServiceRef]string{}}
-		tasks = []run.Task{mgr.Run}
+		addrs   = Addrs{Upstreams: map[identity.ServiceRef]string{}}
+		tasks   = []run.Task{mgr.Run}
+		opened  []net.Listener
+		started bool
 	)
+	defer func() {
+		// Listeners of a sidecar that failed to start are closed here;
+		// once serving, their servers close them.
+		if !started {
+			for _, ln := range opened {
+				ln.Close()
+			}
+		}
+	}()
 	listen := func(addr string, h http.Handler) (net.Listener, error) {
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
 			return nil, err
 		}
+		opened = append(opened, ln)
 		tasks = append(tasks, serve(plainServer(h, logger), ln))
 		return ln, nil
 	}
@@ -334,14 +346,10 @@ func Run(ctx context.Context, cfg Config) error {
 		exposure.run,
 		func(ctx context.Context) error {
 			// Ready: an SVID and a first snapshot.
-			for engine.Version() == 0 {
-				t := cfg.Clock.NewTimer(20 * time.Millisecond)
-				select {
-				case <-ctx.Done():
-					t.Stop()
-					return nil
-				case <-t.C():
-				}
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-sub.applied:
 			}
 			logger.Info("proxy ready", telemetry.KeyIdentity, mgr.ID().String(), telemetry.KeyInstance, mgr.Instance(),
 				telemetry.KeyInbound, addrs.Inbound, telemetry.KeyOutbound, addrs.Outbound)
@@ -353,6 +361,7 @@ func Run(ctx context.Context, cfg Config) error {
 		},
 	)
 	logger.Info("proxy starting", telemetry.KeyAddress, cfg.Control)
+	started = true
 	return run.Group(ctx, tasks...)
 }
 

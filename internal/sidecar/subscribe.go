@@ -43,6 +43,11 @@ type subscriber struct {
 	clock     clock.Clock
 	logger    *slog.Logger
 
+	// applied is closed once a first snapshot (from the control plane or
+	// from disk) is in force.
+	applied     chan struct{}
+	appliedOnce sync.Once
+
 	mu        sync.Mutex
 	cancel    context.CancelFunc
 	connected bool
@@ -178,6 +183,7 @@ func (s *subscriber) apply(snap *apiv1.Snapshot) error {
 	s.mu.Lock()
 	s.lkg = false
 	s.mu.Unlock()
+	s.appliedOnce.Do(func() { close(s.applied) })
 	if s.dataDir != "" {
 		b, err := proto.Marshal(snap)
 		if err == nil {
@@ -212,6 +218,7 @@ func (s *subscriber) loadLastKnownGood() {
 	s.mu.Lock()
 	s.lkg = true
 	s.mu.Unlock()
+	s.appliedOnce.Do(func() { close(s.applied) })
 	s.logger.Warn("serving the last-known-good snapshot until the control plane answers", telemetry.KeyVersion, snap.GetVersion())
 }
 

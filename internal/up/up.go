@@ -232,11 +232,9 @@ func Run(ctx context.Context, cfg Config) (err error) {
 
 	allReady := make(chan struct{})
 	go func() { readyWG.Wait(); close(allReady) }()
-	for _, c := range []<-chan struct{}{allReady} {
-		select {
-		case <-ctx.Done():
-		case <-c:
-		}
+	select {
+	case <-ctx.Done():
+	case <-allReady:
 	}
 	var va sidecar.Addrs
 	select {
