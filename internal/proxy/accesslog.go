@@ -19,8 +19,11 @@ type logInfo struct {
 	path        string
 	decision    string
 	reason      string
-	policy      string
-	start       time.Time
+	// detail says why a request failed that no policy decided (bad
+	// request, no endpoints, upstream errors).
+	detail string
+	policy string
+	start  time.Time
 }
 
 func (i *logInfo) setDecision(d policy.Decision) {
@@ -68,6 +71,9 @@ func (e *Engine) logRequest(r *http.Request, rw *recorder, info *logInfo) {
 	}
 	if info.upstream != "" {
 		attrs = append(attrs, slog.String(telemetry.KeyUpstream, info.upstream))
+	}
+	if info.detail != "" {
+		attrs = append(attrs, slog.String(telemetry.KeyDetail, info.detail))
 	}
 	if rw.detail != "" {
 		attrs = append(attrs, slog.String(telemetry.KeyErr, rw.detail))

@@ -36,7 +36,11 @@ type pool struct {
 	mu      sync.Mutex
 	conns   map[poolKey][]*http2.ClientConn
 	dialing map[poolKey]chan struct{}
-	closed  bool
+	// keep is the set of peers of the current snapshot (nil: all, before
+	// the first retain). A dial that completes for a peer no longer in it
+	// serves its one request and is then shut down.
+	keep   map[poolKey]bool
+	closed bool
 }
 
 func newPool(tlsConfig func(spiffeid.ID) *tls.Config) *pool {
@@ -60,19 +64,26 @@ var errPoolClosed = errors.New("connection pool closed")
 
 // roundTrip sends req on a connection to key.
 func (p *pool) roundTrip(req *http.Request, key poolKey) (*http.Response, error) {
-	cc, err := p.get(req.Context(), key)
+	cc, pooled, err := p.get(req.Context(), key)
 	if err != nil {
 		return nil, err
 	}
-	return cc.RoundTrip(req)
+	resp, err := cc.RoundTrip(req)
+	if !pooled {
+		go shutdown(cc) // graceful: waits for this request's stream
+	}
+	return resp, err
 }
 
-func (p *pool) get(ctx context.Context, key poolKey) (*http2.ClientConn, error) {
+// get returns a connection to key that can take a new stream, dialing one
+// when none can. pooled is false for a connection dialed for a peer that
+// left the snapshot meanwhile.
+func (p *pool) get(ctx context.Context, key poolKey) (cc *http2.ClientConn, pooled bool, err error) {
 	for {
 		p.mu.Lock()
 		if p.closed {
 			p.mu.Unlock()
-			return nil, errPoolClosed
+			return nil, false, errPoolClosed
 		}
 		live := p.conns[key][:0]
 		var usable *http2.ClientConn
@@ -86,10 +97,14 @@ func (p *pool) get(ctx context.Context, key poolKey) (*http2.ClientConn, error) 
 				usable = cc
 			}
 		}
-		p.conns[key] = live
+		if len(live) == 0 {
+			delete(p.conns, key)
+		} else {
+			p.conns[key] = live
+		}
 		if usable != nil {
 			p.mu.Unlock()
-			return usable, nil
+			return usable, true, nil
 		}
 		if wait, ok := p.dialing[key]; ok {
 			p.mu.Unlock()
@@ -97,7 +112,7 @@ func (p *pool) get(ctx context.Context, key poolKey) (*http2.ClientConn, error) 
 			case <-wait:
 				continue
 			case <-ctx.Done():
-				return nil, ctx.Err()
+				return nil, false, ctx.Err()
 			}
 		}
 		done := make(chan struct{})
@@ -107,18 +122,20 @@ func (p *pool) get(ctx context.Context, key poolKey) (*http2.ClientConn, error) 
 		cc, err := p.dial(ctx, key)
 
 		p.mu.Lock()
+		defer p.mu.Unlock()
 		delete(p.dialing, key)
 		close(done)
-		if err == nil {
-			if p.closed {
-				p.mu.Unlock()
-				cc.Close()
-				return nil, errPoolClosed
-			}
-			p.conns[key] = append(p.conns[key], cc)
+		switch {
+		case err != nil:
+			return nil, false, err
+		case p.closed:
+			cc.Close()
+			return nil, false, errPoolClosed
+		case p.keep != nil && !p.keep[key]:
+			return cc, false, nil
 		}
-		p.mu.Unlock()
-		return cc, err
+		p.conns[key] = append(p.conns[key], cc)
+		return cc, true, nil
 	}
 }
 
@@ -150,6 +167,7 @@ func (p *pool) dial(ctx context.Context, key poolKey) (*http2.ClientConn, error)
 // identity changed), letting their in-flight streams finish.
 func (p *pool) retain(keep map[poolKey]bool) {
 	p.mu.Lock()
+	p.keep = keep
 	var drop []*http2.ClientConn
 	for k, ccs := range p.conns {
 		if !keep[k] {

@@ -101,13 +101,13 @@ func New(cfg Config) (*Engine, error) {
 	}
 	bufs := &bufferPool{}
 	e.toApp = &httputil.ReverseProxy{
-		Rewrite:      func(*httputil.ProxyRequest) {}, // the request is prepared before ServeHTTP
+		Rewrite:      rewrite,
 		Transport:    e.appTransport,
 		BufferPool:   bufs,
 		ErrorHandler: e.upstreamError,
 	}
 	e.toPeer = &httputil.ReverseProxy{
-		Rewrite:      func(*httputil.ProxyRequest) {},
+		Rewrite:      rewrite,
 		Transport:    roundTripperFunc(e.peerRoundTrip),
 		BufferPool:   bufs,
 		ErrorHandler: e.upstreamError,
@@ -246,7 +246,7 @@ func (e *Engine) serveInbound(w http.ResponseWriter, r *http.Request) {
 	}
 
 	stripIdentityHeaders(r.Header)
-	r.Header.Set("X-Forwarded-Client-Cert", "By="+e.selfID()+";URI="+peer)
+	r.Header.Set(xfcc, "By="+e.selfID()+";URI="+peer)
 	setTarget(r, "http", e.cfg.App, e.cfg.Service.Host(), path, query)
 	e.toApp.ServeHTTP(rw, r)
 }
@@ -260,20 +260,10 @@ func (e *Engine) serveOutbound(w http.ResponseWriter, r *http.Request) {
 		e.reject(rw, info, http.StatusMethodNotAllowed, "CONNECT is not supported", "connect")
 		return
 	}
-	host := r.Host
-	target := r.RequestURI
-	if !strings.HasPrefix(target, "/") {
-		// Absolute form, as sent through HTTP_PROXY.
-		rest, ok := strings.CutPrefix(target, "http://")
-		if !ok {
-			e.reject(rw, info, http.StatusBadRequest, "use http:// through the mesh: the sidecar encrypts", "not http absolute-form")
-			return
-		}
-		authority, pathAndQuery, found := strings.Cut(rest, "/")
-		host, target = authority, "/"+pathAndQuery
-		if !found {
-			target = "/"
-		}
+	host, target, err := outboundTarget(r)
+	if err != nil {
+		e.reject(rw, info, http.StatusBadRequest, err.Error(), err.Error())
+		return
 	}
 	info.destination = host
 	path, query, err := originTarget(target)
@@ -328,6 +318,24 @@ func (e *Engine) forward(rw *recorder, r *http.Request, info *logInfo, svc ident
 	e.toPeer.ServeHTTP(rw, r)
 }
 
+// rewrite runs after ReverseProxy has prepared the outgoing request from the
+// one the handler already pointed at its target. It undoes two things
+// ReverseProxy does that the data path must not allow: removing the headers a
+// client names in Connection (a caller could otherwise strip the identity
+// header the proxy sets: "Connection: X-Forwarded-Client-Cert"), and dropping
+// query parameters it cannot parse (the query is forwarded as sent).
+func rewrite(pr *httputil.ProxyRequest) {
+	if v, ok := pr.In.Header[xfcc]; ok {
+		pr.Out.Header[xfcc] = v
+	} else {
+		delete(pr.Out.Header, xfcc)
+	}
+	pr.Out.URL.RawQuery = pr.In.URL.RawQuery
+}
+
+// xfcc is the canonical name of the identity header the inbound side sets.
+const xfcc = "X-Forwarded-Client-Cert"
+
 // peerRoundTrip sends a request on a pooled connection to the endpoint in
 // its URL, which must present the identity the current snapshot names for it.
 func (e *Engine) peerRoundTrip(req *http.Request) (*http.Response, error) {
@@ -359,19 +367,49 @@ func (e *Engine) upstreamError(w http.ResponseWriter, r *http.Request, err error
 	}
 }
 
-// reject answers with an opaque body. The reason goes to the access log
-// only.
-func (e *Engine) reject(rw *recorder, info *logInfo, status int, body, reason string) {
-	if reason != "" && info.reason == "" {
-		info.reason = reason
-	}
+// reject answers with an opaque body. What caused it goes to the access log
+// only: for a denial the decision and its reason, for anything else detail.
+func (e *Engine) reject(rw *recorder, info *logInfo, status int, body, detail string) {
 	if status == http.StatusForbidden {
 		info.decision = telemetry.DecisionDeny
+		if info.reason == "" {
+			info.reason = detail
+		}
+	} else if detail != "" {
+		info.detail = detail
 	}
 	rw.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	rw.Header().Set("X-Content-Type-Options", "nosniff")
 	rw.WriteHeader(status)
 	_, _ = rw.Write([]byte(body + "\n"))
+}
+
+// outboundTarget returns the host and origin-form target of an app's
+// request: from an absolute-form request-target (as sent through
+// HTTP_PROXY), or from Host with an origin-form one. The authority is cut
+// where every HTTP parser cuts it; one carrying userinfo is refused, since
+// parsers disagree on which host it names.
+func outboundTarget(r *http.Request) (host, target string, err error) {
+	target = r.RequestURI
+	if strings.HasPrefix(target, "/") {
+		return r.Host, target, nil
+	}
+	const scheme = "http://"
+	if len(target) < len(scheme) || !strings.EqualFold(target[:len(scheme)], scheme) {
+		return "", "", errors.New("use http:// through the mesh: the sidecar encrypts")
+	}
+	rest := target[len(scheme):]
+	authority, target := rest, "/"
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		authority, target = rest[:i], rest[i:]
+		if target[0] != '/' {
+			target = "/" + target
+		}
+	}
+	if authority == "" || strings.Contains(authority, "@") {
+		return "", "", errors.New("bad request: the URL's authority must be <service>.<namespace>[:port]")
+	}
+	return authority, target, nil
 }
 
 // originTarget applies request-target hygiene: origin form only, then path

@@ -1,6 +1,7 @@
 package e2e_test
 
 import (
+	"bufio"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -179,6 +180,46 @@ func TestSkeleton(t *testing.T) {
 		code, body := do(t, wc, http.MethodGet, "http://api.default/public/./x/../y", "")
 		if code != http.StatusOK || decodeAnswer(t, body).Path != "/public/y" {
 			t.Errorf("got %d %s, want 200 with path /public/y", code, body)
+		}
+	})
+
+	t.Run("connection_header_cannot_drop_identity", func(t *testing.T) {
+		// A caller naming the identity header in Connection must not make
+		// the proxy drop it on the way to the app.
+		cfg := tlsConfigFromPEM(t, filepath.Join(web.dataDir, "svid.pem"))
+		cfg.NextProtos = []string{"http/1.1"}
+		conn, err := tls.Dial("tcp", api.inbound, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+		_, _ = io.WriteString(conn, "GET /hello HTTP/1.1\r\nHost: api.default\r\nConnection: close, X-Forwarded-Client-Cert\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		if a := decodeAnswer(t, string(b)); len(a.XFCC) != 1 || !strings.HasSuffix(a.XFCC[0], "URI=spiffe://bulwark.local/ns/default/sa/web") {
+			t.Errorf("got X-Forwarded-Client-Cert %q at the app, want the proxy's value", a.XFCC)
+		}
+	})
+
+	t.Run("userinfo_cannot_redirect", func(t *testing.T) {
+		conn, err := net.Dial("tcp", web.outbound)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+		_, _ = io.WriteString(conn, "GET http://api.default:x@nosuch.default/hello HTTP/1.1\r\nHost: nosuch.default\r\nConnection: close\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("got %d, want 400 for an authority with userinfo", resp.StatusCode)
 		}
 	})
 
