@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -137,12 +138,18 @@ var ErrNotAServiceHost = errors.New("host does not name a mesh service")
 
 // ServiceFromHost maps the host an app used to a service: "name" (the
 // caller's namespace), "name.namespace", "name.namespace.svc" or
-// "name.namespace.svc.cluster.local", with an optional ":port", which is
-// ignored. Host names are case-insensitive. Anything else returns
+// "name.namespace.svc.cluster.local", with an optional ":port" (decimal or
+// empty), which is ignored. Host names are case-insensitive. Anything else returns
 // ErrNotAServiceHost.
 func ServiceFromHost(host, callerNamespace string) (ServiceRef, error) {
-	if h, _, err := net.SplitHostPort(host); err == nil {
+	if h, port, err := net.SplitHostPort(host); err == nil {
+		// RFC 3986 allows an empty port; anything else must be decimal.
+		if p, err := strconv.ParseUint(port, 10, 16); port != "" && (err != nil || port != strconv.FormatUint(p, 10)) {
+			return ServiceRef{}, ErrNotAServiceHost
+		}
 		host = h
+	} else if strings.Contains(host, ":") {
+		return ServiceRef{}, ErrNotAServiceHost
 	}
 	host = strings.TrimSuffix(strings.ToLower(host), ".")
 	if host == "" || net.ParseIP(host) != nil {
