@@ -87,6 +87,9 @@ unless a policy allows it.`,
 	root.PersistentFlags().StringVar(&g.config, "config", "", "operator credential file (default: $"+envConfig+", then ~/.bulwark/config)")
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level of daemons: debug, info, warn, error")
 
+	// Bare `bulwark` prints help; an unknown command is a usage error.
+	root.Args = cobra.NoArgs
+	root.RunE = func(c *cobra.Command, _ []string) error { return c.Help() }
 	root.AddCommand(
 		newVersionCmd(g),
 		newControlCmd(g),
@@ -98,7 +101,24 @@ unless a policy allows it.`,
 		newTokenCmd(g),
 		newExampleAppCmd(g),
 	)
+	markUsageErrors(root)
 	return root
+}
+
+// markUsageErrors makes argument errors of every command usage errors (exit
+// code 2), as flag errors already are.
+func markUsageErrors(c *cobra.Command) {
+	if args := c.Args; args != nil {
+		c.Args = func(cmd *cobra.Command, a []string) error {
+			if err := args(cmd, a); err != nil {
+				return usageError{err}
+			}
+			return nil
+		}
+	}
+	for _, sub := range c.Commands() {
+		markUsageErrors(sub)
+	}
 }
 
 // logger returns the JSON logger daemons write to stderr.
