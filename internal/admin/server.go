@@ -441,7 +441,7 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request, op string) 
 	var ttl time.Duration
 	if req.TTL != "" {
 		ttl, err = time.ParseDuration(req.TTL)
-		if err != nil || ttl <= 0 || ttl > jointoken.MaxTokenTTL {
+		if err != nil || ttl < time.Second || ttl > jointoken.MaxTokenTTL {
 			return badRequest(fmt.Sprintf("ttl: must be a duration between 1s and %s", jointoken.MaxTokenTTL))
 		}
 	}

@@ -2,6 +2,7 @@ package sidecar
 
 import (
 	"bufio"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -73,12 +74,14 @@ func parseProcAddr(s string) (net.IP, int, error) {
 	if err != nil || (len(raw) != 4 && len(raw) != 16) {
 		return nil, 0, fmt.Errorf("bad address %q", s)
 	}
+	// Each 32-bit word is printed as a number in the host's byte order.
+	ip := make(net.IP, len(raw))
 	for i := 0; i < len(raw); i += 4 {
-		raw[i], raw[i+1], raw[i+2], raw[i+3] = raw[i+3], raw[i+2], raw[i+1], raw[i]
+		binary.BigEndian.PutUint32(ip[i:], binary.NativeEndian.Uint32(raw[i:]))
 	}
 	port, err := strconv.ParseUint(hexPort, 16, 16)
 	if err != nil {
 		return nil, 0, fmt.Errorf("bad port %q", s)
 	}
-	return net.IP(raw), int(port), nil
+	return ip, int(port), nil
 }

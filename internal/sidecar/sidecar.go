@@ -368,11 +368,13 @@ func Run(ctx context.Context, cfg Config) error {
 // plainServer serves the loopback listeners (outbound, upstreams, admin).
 func plainServer(h http.Handler, logger *slog.Logger) *http.Server {
 	return &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
+		Handler: h,
+		// The engine answers "OPTIONS *" (400: not origin form), not net/http.
+		DisableGeneralOptionsHandler: true,
+		ReadHeaderTimeout:            10 * time.Second,
+		IdleTimeout:                  120 * time.Second,
+		MaxHeaderBytes:               64 << 10,
+		ErrorLog:                     slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
 	}
 }
 
@@ -381,13 +383,14 @@ func plainServer(h http.Handler, logger *slog.Logger) *http.Server {
 // accepted, for SPIFFE-aware clients).
 func inboundServer(h http.Handler, tlsCfg *tls.Config, logger *slog.Logger) *http.Server {
 	return &http.Server{
-		Handler:           h,
-		TLSConfig:         tlsCfg,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       5 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: 1000},
-		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
+		Handler:                      h,
+		DisableGeneralOptionsHandler: true,
+		TLSConfig:                    tlsCfg,
+		ReadHeaderTimeout:            10 * time.Second,
+		IdleTimeout:                  5 * time.Minute,
+		MaxHeaderBytes:               64 << 10,
+		HTTP2:                        &http.HTTP2Config{MaxConcurrentStreams: 1000},
+		ErrorLog:                     slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
 	}
 }
 
