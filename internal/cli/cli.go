@@ -121,11 +121,20 @@ func markUsageErrors(c *cobra.Command) {
 	}
 }
 
-// logger returns the JSON logger daemons write to stderr.
-func (g *globals) logger() (*slog.Logger, error) {
+// level parses --log-level.
+func (g *globals) level() (slog.Level, error) {
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(g.logLevel)); err != nil {
-		return nil, usagef("--log-level: %v", err)
+		return 0, usagef("--log-level: %v", err)
+	}
+	return lvl, nil
+}
+
+// logger returns the JSON logger daemons write to stderr.
+func (g *globals) logger() (*slog.Logger, error) {
+	lvl, err := g.level()
+	if err != nil {
+		return nil, err
 	}
 	return telemetry.NewJSON(g.io.Err, lvl), nil
 }

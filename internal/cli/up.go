@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"log/slog"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -24,9 +23,9 @@ run) and the mesh's resources, applied on start. Ctrl-C stops everything.`,
 			if cfg.File == "" {
 				return usagef("-f: the mesh file is required")
 			}
-			var lvl slog.Level
-			if err := lvl.UnmarshalText([]byte(g.logLevel)); err != nil {
-				return usagef("--log-level: %v", err)
+			lvl, err := g.level()
+			if err != nil {
+				return err
 			}
 			cfg.LogLevel = lvl
 			cfg.Out, cfg.Log = g.io.Out, g.io.Err

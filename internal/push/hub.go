@@ -124,10 +124,7 @@ func (h *Hub) Serve(ctx context.Context, stream Stream, node Node, cb Callbacks)
 	case <-ctx.Done():
 		return ctx.Err()
 	case err := <-recvErr:
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		return err
+		return recvEnd(err)
 	}
 
 	var last [32]byte
@@ -136,10 +133,7 @@ func (h *Hub) Serve(ctx context.Context, stream Stream, node Node, cb Callbacks)
 		case <-ctx.Done():
 			return ctx.Err()
 		case err := <-recvErr:
-			if errors.Is(err, io.EOF) {
-				return nil
-			}
-			return err
+			return recvEnd(err)
 		case <-wake:
 			snap, err := Compile(h.State(), node)
 			if err != nil {
@@ -164,4 +158,13 @@ func (h *Hub) Serve(ctx context.Context, stream Stream, node Node, cb Callbacks)
 			}
 		}
 	}
+}
+
+// recvEnd is Serve's result when the proxy's side of the stream ends: nil
+// when the proxy closed it, the error otherwise.
+func recvEnd(err error) error {
+	if errors.Is(err, io.EOF) {
+		return nil
+	}
+	return err
 }

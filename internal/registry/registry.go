@@ -81,40 +81,18 @@ type identityRecord struct {
 // AddService records that the workload identity (namespace/account) serves
 // svc. The namespace of the service must be the identity's.
 func (r *Registry) AddService(ctx context.Context, account string, svc identity.ServiceRef) error {
-	key := identityPrefix + svc.Namespace + "/" + account
-	for {
-		var rec identityRecord
-		var cmp store.Cmp
-		kv, err := r.store.Get(ctx, key)
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-			cmp = store.Cmp{Key: key}
-		case err != nil:
-			return fmt.Errorf("record identity service: %w", err)
-		default:
-			if err := json.Unmarshal(kv.Value, &rec); err != nil {
-				return fmt.Errorf("record identity service: corrupt record %s: %w", key, err)
-			}
-			cmp = store.Cmp{Key: key, ModRevision: kv.ModRevision}
-		}
+	err := update(ctx, r.store, identityPrefix+svc.Namespace+"/"+account, func(rec *identityRecord, _ bool) bool {
 		if slices.Contains(rec.Services, svc.String()) {
-			return nil
+			return false
 		}
 		rec.Services = append(rec.Services, svc.String())
 		slices.Sort(rec.Services)
-		val, err := json.Marshal(rec)
-		if err != nil {
-			return err
-		}
-		_, err = r.store.Txn(ctx, []store.Cmp{cmp}, []store.Op{{Key: key, Value: val}})
-		if errors.Is(err, store.ErrConflict) {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("record identity service: %w", err)
-		}
-		return nil
+		return true
+	})
+	if err != nil {
+		return fmt.Errorf("record identity service: %w", err)
 	}
+	return nil
 }
 
 // Serves reports whether the workload identity (namespace/account) was
@@ -183,40 +161,53 @@ func NewInstanceName(svc identity.ServiceRef) string {
 
 // UpdateProxy reads the record of a proxy (a zero record if it has none),
 // applies fn, and writes it back with compare-and-swap, retrying on
-// conflict.
+// conflict. Nothing is written when fn changes nothing.
 func (r *Registry) UpdateProxy(ctx context.Context, namespace, instance string, fn func(p *Proxy)) error {
-	key := proxyKey(namespace, instance)
+	err := update(ctx, r.store, proxyKey(namespace, instance), func(p *Proxy, exists bool) bool {
+		if !exists {
+			p.Namespace, p.Instance = namespace, instance
+		}
+		before := *p
+		fn(p)
+		return !exists || *p != before
+	})
+	if err != nil {
+		return fmt.Errorf("update proxy %s/%s: %w", namespace, instance, err)
+	}
+	return nil
+}
+
+// update reads the JSON record at key into a T (the zero T when there is
+// none), lets fn change it, and writes it back with compare-and-swap,
+// retrying when another writer got there first. fn returns false to write
+// nothing; exists tells whether the record was there.
+func update[T any](ctx context.Context, s store.Store, key string, fn func(rec *T, exists bool) bool) error {
 	for {
-		p := Proxy{Namespace: namespace, Instance: instance}
+		var rec T
 		cmp := store.Cmp{Key: key}
-		kv, err := r.store.Get(ctx, key)
+		kv, err := s.Get(ctx, key)
 		switch {
 		case errors.Is(err, store.ErrNotFound):
 		case err != nil:
-			return fmt.Errorf("update proxy %s/%s: %w", namespace, instance, err)
+			return err
 		default:
-			if err := json.Unmarshal(kv.Value, &p); err != nil {
-				return fmt.Errorf("update proxy %s/%s: corrupt record: %w", namespace, instance, err)
+			if err := json.Unmarshal(kv.Value, &rec); err != nil {
+				return fmt.Errorf("corrupt record %s: %w", key, err)
 			}
 			cmp.ModRevision = kv.ModRevision
 		}
-		before := p
-		fn(&p)
-		if p == before && cmp.ModRevision != 0 {
+		if !fn(&rec, cmp.ModRevision != 0) {
 			return nil
 		}
-		val, err := json.Marshal(p)
+		val, err := json.Marshal(rec)
 		if err != nil {
 			return err
 		}
-		_, err = r.store.Txn(ctx, []store.Cmp{cmp}, []store.Op{{Key: key, Value: val}})
+		_, err = s.Txn(ctx, []store.Cmp{cmp}, []store.Op{{Key: key, Value: val}})
 		if errors.Is(err, store.ErrConflict) {
 			continue
 		}
-		if err != nil {
-			return fmt.Errorf("update proxy %s/%s: %w", namespace, instance, err)
-		}
-		return nil
+		return err
 	}
 }
 
