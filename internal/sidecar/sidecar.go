@@ -292,7 +292,7 @@ func Run(ctx context.Context, cfg Config) error {
 		addrs.Upstreams[svc] = ln.Addr().String()
 	}
 	if cfg.Admin != "" {
-		ln, err := listen(cfg.Admin, adminHandler(mgr, engine, sub, exposure))
+		ln, err := listen(cfg.Admin, adminHandler(mgr, engine, sub, exposure, cfg.Clock.Now))
 		if err != nil {
 			return fmt.Errorf("admin: %w", err)
 		}
@@ -420,8 +420,9 @@ func serve(srv *http.Server, ln net.Listener) run.Task {
 }
 
 // adminHandler serves /live, /ready and /config_dump on the loopback admin
-// listener.
-func adminHandler(mgr *svid.Manager, engine *proxy.Engine, sub *subscriber, exposure *exposureCheck) http.Handler {
+// listener. /ready is 200 once the proxy holds an unexpired SVID and a
+// snapshot; its JSON body says why not, and warns of what weakens it.
+func adminHandler(mgr *svid.Manager, engine *proxy.Engine, sub *subscriber, exposure *exposureCheck, now func() time.Time) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /live", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
@@ -436,13 +437,17 @@ func adminHandler(mgr *svid.Manager, engine *proxy.Engine, sub *subscriber, expo
 			LastError:       lastErr,
 			Warnings:        exposure.warnings(),
 		}
+		expired := false
 		if exp := mgr.Expiry(); !exp.IsZero() {
 			st.SVIDExpiry = exp.UTC().Format(time.RFC3339)
+			if expired = !now().Before(exp); expired {
+				st.Warnings = append(st.Warnings, "the SVID has expired and could not be renewed: peers refuse this proxy")
+			}
 		}
 		if lkg {
 			st.Warnings = append(st.Warnings, "serving the last-known-good snapshot from disk: the control plane has not answered yet")
 		}
-		st.Ready = st.Identity != "" && st.SnapshotVersion > 0
+		st.Ready = st.Identity != "" && st.SnapshotVersion > 0 && !expired
 		code := http.StatusOK
 		if !st.Ready {
 			code = http.StatusServiceUnavailable
