@@ -24,7 +24,10 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -58,10 +61,35 @@ func AuthorizeWorkload(td spiffeid.TrustDomain) tlsconfig.Authorizer {
 // and a required client SVID of a workload of td that chains to bundle.
 // Authorization of the request happens later, at L7.
 func ServerConfig(svid x509svid.Source, bundle x509bundle.Source, td spiffeid.TrustDomain) *tls.Config {
-	cfg := tlsconfig.MTLSServerConfig(svid, bundle, AuthorizeWorkload(td))
+	authorize := AuthorizeWorkload(td)
+	cfg := tlsconfig.MTLSServerConfig(svid, bundle, authorize)
 	cfg.MinVersion = tls.VersionTLS13
 	cfg.NextProtos = []string{ProtoH2, ProtoHTTP1}
+	cfg.VerifyConnection = verifyResumed(bundle, authorize, true)
 	return cfg
+}
+
+// verifyResumed checks the peer again on a resumed session: crypto/tls skips
+// VerifyPeerCertificate when it resumes, so without this a session ticket
+// would outlive a trust bundle change (a removed root). required says
+// whether a peer certificate must be there.
+func verifyResumed(bundle x509bundle.Source, authorize tlsconfig.Authorizer, required bool) func(tls.ConnectionState) error {
+	return func(cs tls.ConnectionState) error {
+		if !cs.DidResume {
+			return nil
+		}
+		if len(cs.PeerCertificates) == 0 {
+			if required {
+				return errors.New("resumed session without a peer certificate")
+			}
+			return nil
+		}
+		id, chains, err := x509svid.Verify(cs.PeerCertificates, bundle)
+		if err != nil {
+			return err
+		}
+		return authorize(id, chains)
+	}
 }
 
 // ClientConfig is the config for a connection to a peer sidecar that must
@@ -186,10 +214,11 @@ func BootstrapControlConfig(anchors func(chain []*x509.Certificate) ([]*x509.Cer
 func ControlServerConfig(getCert func(*tls.ClientHelloInfo) (*tls.Certificate, error), bundle x509bundle.Source, td spiffeid.TrustDomain) *tls.Config {
 	authorize := AuthorizeWorkload(td)
 	return &tls.Config{
-		MinVersion:     tls.VersionTLS13,
-		NextProtos:     []string{ProtoH2},
-		GetCertificate: getCert,
-		ClientAuth:     tls.RequestClientCert,
+		MinVersion:       tls.VersionTLS13,
+		NextProtos:       []string{ProtoH2},
+		GetCertificate:   getCert,
+		ClientAuth:       tls.RequestClientCert,
+		VerifyConnection: verifyResumed(bundle, authorize, false),
 		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
 			if len(raw) == 0 {
 				return nil
@@ -243,4 +272,82 @@ func modernSuites() []uint16 {
 		tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
 		tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305,
 	}
+}
+
+// ExpireConnections makes a TLS server close each connection when the client
+// certificate it was authenticated with expires: a certificate is checked at
+// the handshake, and without this a long-lived connection (HTTP/2 between
+// sidecars) would let a stolen SVID outlive its expiry. Serve TLS on the
+// returned listener with the returned config.
+func ExpireConnections(ln net.Listener, cfg *tls.Config) (net.Listener, *tls.Config) {
+	outer := &tls.Config{
+		MinVersion:     cfg.MinVersion,
+		NextProtos:     cfg.NextProtos,
+		GetCertificate: cfg.GetCertificate,
+		GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+			c := cfg.Clone()
+			ec, _ := hello.Conn.(*expiringConn)
+			verify := c.VerifyConnection
+			c.VerifyConnection = func(cs tls.ConnectionState) error {
+				if verify != nil {
+					if err := verify(cs); err != nil {
+						return err
+					}
+				}
+				if ec != nil && len(cs.PeerCertificates) > 0 {
+					ec.expireAt(cs.PeerCertificates[0].NotAfter)
+				}
+				return nil
+			}
+			return c, nil
+		},
+	}
+	return expiringListener{ln}, outer
+}
+
+type expiringListener struct{ net.Listener }
+
+func (l expiringListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &expiringConn{Conn: c}, nil
+}
+
+// expiringConn closes itself at a deadline set after the handshake.
+type expiringConn struct {
+	net.Conn
+	mu    sync.Mutex
+	timer *time.Timer
+}
+
+func (c *expiringConn) expireAt(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+	c.timer = time.AfterFunc(time.Until(t), func() { c.Conn.Close() })
+}
+
+// Close closes the connection and stops its expiry timer.
+func (c *expiringConn) Close() error {
+	c.mu.Lock()
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+	c.mu.Unlock()
+	return c.Conn.Close()
+}
+
+// ProbeConfig is the control plane's config for checking that the proxy
+// answering at an advertised address is the one that advertised it: the
+// server must present an SVID of exactly want, chaining to bundle. No client
+// certificate is sent, so the probe learns who listens and nothing more.
+func ProbeConfig(bundle x509bundle.Source, want spiffeid.ID) *tls.Config {
+	cfg := tlsconfig.TLSClientConfig(bundle, tlsconfig.AuthorizeID(want))
+	cfg.MinVersion = tls.VersionTLS13
+	cfg.NextProtos = []string{ProtoH2}
+	return cfg
 }

@@ -44,6 +44,11 @@ var (
 	// ErrControl is returned for a path containing a control character
 	// other than NUL (0x01-0x1F, 0x7F), raw or percent-encoded.
 	ErrControl = fmt.Errorf("%w: path contains a control character", ErrRejected)
+	// ErrDotParams is returned for a "." or ".." segment with ';'
+	// parameters ("/public/..;/admin"): servlet containers strip the
+	// parameters and resolve the dot segment, escaping the prefix a policy
+	// matched.
+	ErrDotParams = fmt.Errorf("%w: path has a dot segment with ';' parameters", ErrRejected)
 	// ErrBadEscape is returned for a '%' not followed by two hex digits.
 	ErrBadEscape = fmt.Errorf("%w: path contains a malformed percent-escape", ErrRejected)
 	// ErrInvalidChar is returned for a raw byte that RFC 3986 does not

@@ -20,7 +20,9 @@
 // Decoding happens before dot-segment removal, so "/%2e%2e/admin" is
 // "/admin". Everything else is left as is and compared case-sensitively.
 //
-// Matrix parameters are not stripped: ';', ':', '@' and the other RFC 3986
+// A "." or ".." segment followed by ';' parameters ("/public/..;/admin") is
+// rejected: servlet containers strip the parameters and then resolve the
+// dot segment. Other matrix parameters are not stripped: ';', ':', '@' and the other RFC 3986
 // sub-delimiters are ordinary path characters, so "/admin;x=1" is a different
 // path from "/admin" and policies match it literally. An app framework that
 // strips matrix parameters (some Java servers do) would serve "/admin" for
@@ -69,8 +71,12 @@ func Normalize(p string) (string, error) {
 		c := p[i]
 		switch {
 		case c == '/':
-			if seg := p[segStart:i]; seg == "" || isDotSegment(seg) {
+			seg := p[segStart:i]
+			if seg == "" || isDotSegment(seg) {
 				clean = false
+			}
+			if isDotWithParams(seg) {
+				return "", ErrDotParams
 			}
 			segStart = i + 1
 		case c == '%':
@@ -107,6 +113,9 @@ func Normalize(p string) (string, error) {
 	}
 	if isDotSegment(p[segStart:]) {
 		clean = false
+	}
+	if isDotWithParams(p[segStart:]) {
+		return "", ErrDotParams
 	}
 	if clean {
 		return p, nil
@@ -173,6 +182,30 @@ func rebuild(p string) string {
 
 // isDotSegment reports whether seg is "." or "..".
 func isDotSegment(seg string) bool { return seg == "." || seg == ".." }
+
+// isDotWithParams reports whether the raw segment seg is "." or ".." (dots
+// raw or percent-encoded) followed by ';' parameters, as in "..;/": servlet
+// containers drop the parameters and then resolve the dot segment, so the
+// app would serve a path the policy never saw.
+func isDotWithParams(seg string) bool {
+	semi := strings.IndexByte(seg, ';')
+	if semi < 0 {
+		return false
+	}
+	dots := 0
+	for i := 0; i < semi; i++ {
+		switch {
+		case seg[i] == '.':
+			dots++
+		case seg[i] == '%' && i+2 < semi && seg[i+1] == '2' && (seg[i+2] == 'e' || seg[i+2] == 'E'):
+			dots++
+			i += 2
+		default:
+			return false
+		}
+	}
+	return dots == 1 || dots == 2
+}
 
 // Character classes of RFC 3986 as bit sets: bit c of the lo word is byte c
 // (0-63), bit c-64 of the hi word is byte c (64-127).

@@ -205,7 +205,7 @@ func FuzzNormalize(f *testing.F) {
 		"/", "//", "/public/../admin", "//admin", "/%61dmin", "/admin%2f", "/admin%2F..",
 		"/a/./b//c/", "/%2e%2e/admin", "/a%2fb", "/a%5cb", "/a\\b", "/a%00", "/a%zz", "/a%4",
 		"/caf%c3%a9", "/a b", "", "admin", "/A", "/a/b/..", "/a/.", "/.%2E/", "/%252e",
-		"/a;b=c", "/..//..", "/%7e%7E",
+		"/a;b=c", "/..//..", "/%7e%7E", "/public/..;/admin", "/.;x", "/%2e%2E;/", "/...;/", "/.a;/",
 	} {
 		f.Add(s)
 	}
@@ -272,7 +272,33 @@ func refValid(syntax *regexp.Regexp, p string) bool {
 		}
 		i += 2
 	}
+	// A "." or ".." segment with ';' parameters is refused: servlet
+	// containers strip the parameters and then resolve the dots.
+	for _, seg := range strings.Split(refDecode(p), "/") {
+		if head, _, ok := strings.Cut(seg, ";"); ok && (head == "." || head == "..") {
+			return false
+		}
+	}
 	return true
+}
+
+// refDecode decodes the escapes of unreserved characters of a valid path.
+func refDecode(p string) string {
+	var b strings.Builder
+	for i := 0; i < len(p); i++ {
+		if p[i] != '%' {
+			b.WriteByte(p[i])
+			continue
+		}
+		v, _ := strconv.ParseUint(p[i+1:i+3], 16, 8)
+		if refUnreserved(byte(v)) {
+			b.WriteByte(byte(v))
+		} else {
+			b.WriteString(p[i : i+3])
+		}
+		i += 2
+	}
+	return b.String()
 }
 
 // refUnreserved reports whether c is an RFC 3986 unreserved character.

@@ -183,6 +183,12 @@ func methodBit(m string) methodMask {
 	return 0
 }
 
+// Bits of the methods that need them by name.
+const (
+	methodGet  methodMask = 1 << 0
+	methodHead methodMask = 1 << 1
+)
+
 // methodSet is a compiled list of method patterns.
 type methodSet struct {
 	any   bool
@@ -195,6 +201,10 @@ func (s *methodSet) match(method string, bit methodMask) bool {
 	switch {
 	case s.any:
 		return true
+	case bit == methodHead:
+		// A HEAD is a GET without the body, and servers answer it with
+		// their GET handlers: a rule that names GET covers it.
+		return s.known&(methodHead|methodGet) != 0
 	case bit != 0:
 		return s.known&bit != 0
 	}

@@ -20,7 +20,9 @@
 //     characters within one path segment. A caller with no identity or no
 //     services matches no identity or service pattern, not even "*".
 //   - Methods match exactly (case-sensitive, so "get" never matches a GET
-//     rule), "*" any; paths are "*" (any), "/exact", or "/prefix/*", which
+//     rule; the sidecar refuses lower-case methods before deciding), except
+//     that a rule naming GET also matches HEAD, which servers answer with
+//     their GET handlers (so a DENY of GET covers HEAD); "*" matches any; paths are "*" (any), "/exact", or "/prefix/*", which
 //     matches "/prefix", "/prefix/" and everything below "/prefix/", never
 //     "/prefixfoo". Request paths must already be normalized by
 //     internal/pathnorm.

@@ -84,21 +84,6 @@ func TestApplyRejectsAndKeepsCurrent(t *testing.T) {
 			wantErr: "older than the current 5",
 		},
 		{
-			name: "address_claimed_by_two_identities",
-			mutate: func(s *apiv1.Snapshot) {
-				s.Destinations[1].Endpoints = []*apiv1.Endpoint{{Address: "127.0.0.1:7001", SpiffeId: workloadID(t, "shop", "api").String()}}
-			},
-			wantErr: "address 127.0.0.1:7001 claimed by",
-		},
-		{
-			name: "address_claimed_twice_in_one_destination",
-			mutate: func(s *apiv1.Snapshot) {
-				s.Destinations[0].Endpoints = append(s.Destinations[0].Endpoints,
-					&apiv1.Endpoint{Address: "127.0.0.1:7001", SpiffeId: workloadID(t, "default", "other").String()})
-			},
-			wantErr: "address 127.0.0.1:7001 claimed by",
-		},
-		{
 			name:    "bad_trust_bundle",
 			mutate:  func(s *apiv1.Snapshot) { s.TrustBundle = [][]byte{[]byte("not der")} },
 			wantErr: "trust_bundle[0]",
@@ -213,5 +198,47 @@ func TestDump(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, n.engine.Dump()); diff != "" {
 		t.Errorf("Dump (-want +got):\n%s", diff)
+	}
+}
+
+// TestApplyDropsAddressCollisions: an address claimed by two identities is
+// left out of the table (both endpoints) and the rest of the snapshot is
+// applied: NACKing the whole snapshot would freeze the proxy on its old one,
+// which is what whoever made the collision wants.
+func TestApplyDropsAddressCollisions(t *testing.T) {
+	a := newAuthority(t)
+	apiID := workloadID(t, "default", "api")
+	tests := []struct {
+		name   string
+		mutate func(s *apiv1.Snapshot)
+	}{
+		{"claimed_by_two_identities", func(s *apiv1.Snapshot) {
+			s.Destinations[1].Endpoints = []*apiv1.Endpoint{{Address: "127.0.0.1:7001", SpiffeId: workloadID(t, "shop", "api").String()}}
+		}},
+		{"claimed_twice_in_one_destination", func(s *apiv1.Snapshot) {
+			s.Destinations[0].Endpoints = append(s.Destinations[0].Endpoints,
+				&apiv1.Endpoint{Address: "127.0.0.1:7001", SpiffeId: workloadID(t, "default", "other").String()})
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			n := newNode(t, a, webSvc, "")
+			n.apply(t, webSnapshot(t, a, 5, "127.0.0.1:7001", apiID))
+			next := webSnapshot(t, a, 6, "127.0.0.1:7001", apiID)
+			tt.mutate(next)
+			if err := n.engine.Apply(next); err != nil {
+				t.Fatalf("Apply: got %v, want the snapshot applied without the colliding endpoints", err)
+			}
+			if got := n.engine.Version(); got != 6 {
+				t.Errorf("Version: got %d, want 6", got)
+			}
+			for _, d := range n.engine.Dump().Destinations {
+				for _, ep := range d.Endpoints {
+					if strings.HasPrefix(ep, "127.0.0.1:7001 ") {
+						t.Errorf("destination %s still has the colliding endpoint %s", d.Service, ep)
+					}
+				}
+			}
+		})
 	}
 }

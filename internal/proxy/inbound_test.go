@@ -125,7 +125,6 @@ func TestInboundDenied(t *testing.T) {
 	}{
 		{name: "path_not_allowed", src: m.web.src, method: "GET", target: "/private"},
 		{name: "method_not_allowed", src: m.web.src, method: "POST", target: "/public/x"},
-		{name: "lowercase_method_not_allowed", src: m.web.src, method: "get", target: "/public/x"},
 		{name: "dot_segments_resolve_to_denied_path", src: m.web.src, method: "GET", target: "/public/../private"},
 		{name: "encoded_dot_segments_resolve_to_denied_path", src: m.web.src, method: "GET", target: "/public/%2e%2e/private"},
 		{name: "prefix_without_slash_is_another_path", src: m.web.src, method: "GET", target: "/publicity"},
@@ -166,6 +165,9 @@ func TestInboundBadRequestTarget(t *testing.T) {
 		{name: "absolute_form", reqLine: "GET http://api.default/public/a HTTP/1.1", byEngine: true},
 		{name: "asterisk_form", reqLine: "OPTIONS * HTTP/1.1", byEngine: true},
 		{name: "authority_form", reqLine: "CONNECT api.default:443 HTTP/1.1", byEngine: true},
+		{name: "lowercase_method", reqLine: "get /public/x HTTP/1.1", byEngine: true},
+		{name: "mixed_case_method", reqLine: "Get /public/x HTTP/1.1", byEngine: true},
+		{name: "dot_dot_with_params", reqLine: "GET /public/..;/private HTTP/1.1", byEngine: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

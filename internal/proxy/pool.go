@@ -160,6 +160,11 @@ func (p *pool) dial(ctx context.Context, key poolKey) (*http2.ClientConn, error)
 		conn.Close()
 		return nil, &connectError{err: err}
 	}
+	// The peer's certificate was checked at the handshake only: retire the
+	// connection when it expires (the peer will have rotated long before).
+	if certs := conn.ConnectionState().PeerCertificates; len(certs) > 0 {
+		time.AfterFunc(time.Until(certs[0].NotAfter), func() { shutdown(cc) })
+	}
 	return cc, nil
 }
 
@@ -178,6 +183,20 @@ func (p *pool) retain(keep map[poolKey]bool) {
 	p.mu.Unlock()
 	for _, cc := range drop {
 		go shutdown(cc)
+	}
+}
+
+// retire gracefully closes every pooled connection; in-flight requests
+// finish and new requests dial new connections.
+func (p *pool) retire() {
+	p.mu.Lock()
+	conns := p.conns
+	p.conns = map[poolKey][]*http2.ClientConn{}
+	p.mu.Unlock()
+	for _, ccs := range conns {
+		for _, cc := range ccs {
+			go shutdown(cc)
+		}
 	}
 }
 

@@ -133,9 +133,12 @@ func (e *Engine) apply(snap *apiv1.Snapshot, lkg bool) error {
 	if cur := e.table.Load(); cur != nil && !cur.lastKnownGood && snap.GetVersion() < cur.version {
 		return fmt.Errorf("snapshot version %d is older than the current %d", snap.GetVersion(), cur.version)
 	}
-	t, err := compile(snap, e.cfg.Service)
+	t, dropped, err := compile(snap, e.cfg.Service)
 	if err != nil {
 		return err
+	}
+	for _, d := range dropped {
+		e.logger.Warn("endpoint dropped from snapshot", telemetry.KeyDetail, d)
 	}
 	t.lastKnownGood = lkg
 	e.table.Store(t)
@@ -154,6 +157,12 @@ func (e *Engine) Version() int64 {
 	}
 	return 0
 }
+
+// RetireConnections gracefully closes every pooled connection to peers
+// (in-flight requests finish); new requests open new ones. The sidecar calls
+// it after its SVID rotates, so peers see the new certificate long before
+// the old one expires.
+func (e *Engine) RetireConnections() { e.pool.retire() }
 
 // Close closes pooled connections. It is idempotent.
 func (e *Engine) Close() {
@@ -178,6 +187,10 @@ func (e *Engine) Upstream(svc identity.ServiceRef) http.Handler {
 		rw := newRecorder(w)
 		info := &logInfo{direction: telemetry.DirectionOutbound, source: e.selfID(), destination: svc.String(), start: time.Now()}
 		defer e.logRequest(r, rw, info)
+		if !validMethod(r.Method) {
+			e.reject(rw, info, http.StatusBadRequest, "bad request", "method is not upper case")
+			return
+		}
 		path, query, err := originTarget(r.RequestURI)
 		if err != nil {
 			e.reject(rw, info, http.StatusBadRequest, "bad request", err.Error())
@@ -196,15 +209,30 @@ func (e *Engine) selfID() string {
 	return s.ID.String()
 }
 
-// identityHeaders are removed from every request before it is forwarded:
-// only the proxy asserts identity.
+// stripIdentityHeaders removes identity headers from a request before it is
+// forwarded: only the proxy asserts identity. Names are compared with '_'
+// read as '-', since CGI-style apps (WSGI, PHP, Rack) see
+// X_Forwarded_Client_Cert and X-Forwarded-Client-Cert as one header.
 func stripIdentityHeaders(h http.Header) {
 	for k := range h {
-		lk := strings.ToLower(k)
+		lk := strings.ToLower(strings.ReplaceAll(k, "_", "-"))
 		if strings.HasPrefix(lk, "x-bulwark-") || strings.HasPrefix(lk, "x-forwarded-") || lk == "forwarded" {
 			delete(h, k)
 		}
 	}
+}
+
+// validMethod reports whether m may be authorized: methods are
+// case-sensitive, and a policy naming GET must not be sidestepped by "get",
+// which some frameworks upper-case before routing. net/http has already
+// checked that m is a token.
+func validMethod(m string) bool {
+	for i := 0; i < len(m); i++ {
+		if c := m[i]; c >= 'a' && c <= 'z' {
+			return false
+		}
+	}
+	return m != ""
 }
 
 func (e *Engine) serveInbound(w http.ResponseWriter, r *http.Request) {
@@ -212,13 +240,19 @@ func (e *Engine) serveInbound(w http.ResponseWriter, r *http.Request) {
 	info := &logInfo{direction: telemetry.DirectionInbound, destination: e.cfg.Service.String(), start: time.Now()}
 	defer e.logRequest(r, rw, info)
 
-	peer, err := peerID(r)
+	peer, err := peerID(r, time.Now())
 	if err != nil {
-		// The TLS layer requires a verified SVID; this is defense in depth.
-		e.reject(rw, info, http.StatusForbidden, "forbidden", "no peer identity")
+		// The TLS layer requires a verified SVID at the handshake; the
+		// connection may outlive the certificate, so expiry is checked
+		// for every request.
+		e.reject(rw, info, http.StatusForbidden, "forbidden", err.Error())
 		return
 	}
 	info.source = peer
+	if !validMethod(r.Method) {
+		e.reject(rw, info, http.StatusBadRequest, "bad request", "method is not upper case")
+		return
+	}
 	path, query, err := originTarget(r.RequestURI)
 	if err != nil {
 		e.reject(rw, info, http.StatusBadRequest, "bad request", err.Error())
@@ -258,6 +292,10 @@ func (e *Engine) serveOutbound(w http.ResponseWriter, r *http.Request) {
 
 	if r.Method == http.MethodConnect {
 		e.reject(rw, info, http.StatusMethodNotAllowed, "CONNECT is not supported", "connect")
+		return
+	}
+	if !validMethod(r.Method) {
+		e.reject(rw, info, http.StatusBadRequest, "bad request", "method is not upper case")
 		return
 	}
 	host, target, err := outboundTarget(r)
@@ -437,11 +475,17 @@ func setTarget(r *http.Request, scheme, addr, host, path, query string) {
 	r.Host = host
 }
 
-func peerID(r *http.Request) (string, error) {
+// peerID returns the SPIFFE ID of the request's peer, whose certificate
+// must still be valid at now.
+func peerID(r *http.Request, now time.Time) (string, error) {
 	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
 		return "", errors.New("no peer certificate")
 	}
-	id, err := x509svid.IDFromCert(r.TLS.PeerCertificates[0])
+	leaf := r.TLS.PeerCertificates[0]
+	if now.After(leaf.NotAfter) {
+		return "", errors.New("peer certificate expired")
+	}
+	id, err := x509svid.IDFromCert(leaf)
 	if err != nil {
 		return "", err
 	}

@@ -3,6 +3,7 @@ package proxy
 import (
 	"crypto/x509"
 	"fmt"
+	"slices"
 	"sync/atomic"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -59,9 +60,12 @@ func (d *destination) pick() (endpoint, bool) {
 
 // compile builds a table from a snapshot for the proxy of svc. Every policy
 // document is decoded and validated again: a snapshot this proxy cannot
-// fully understand is rejected as a whole (NACK), never half applied.
-func compile(snap *apiv1.Snapshot, svc identity.ServiceRef) (*table, error) {
-	t := &table{
+// fully understand is rejected as a whole (NACK), never half applied. The
+// one exception is an address claimed by two identities: both endpoints are
+// left out (and returned in dropped), since NACKing would freeze the proxy
+// on its old snapshot, which is what whoever made the collision wants.
+func compile(snap *apiv1.Snapshot, svc identity.ServiceRef) (t *table, dropped []string, err error) {
+	t = &table{
 		version:  snap.GetVersion(),
 		peers:    make(map[string][]string, len(snap.GetInbound().GetPeers())),
 		services: make(map[string]struct{}, len(snap.GetServices())),
@@ -71,13 +75,13 @@ func compile(snap *apiv1.Snapshot, svc identity.ServiceRef) (*table, error) {
 	for i, der := range snap.GetTrustBundle() {
 		c, err := x509.ParseCertificate(der)
 		if err != nil {
-			return nil, fmt.Errorf("trust_bundle[%d]: %w", i, err)
+			return nil, nil, fmt.Errorf("trust_bundle[%d]: %w", i, err)
 		}
 		t.bundle = append(t.bundle, c)
 	}
 	inbound, err := decodePolicies(snap.GetInbound().GetPolicies())
 	if err != nil {
-		return nil, fmt.Errorf("inbound: %w", err)
+		return nil, nil, fmt.Errorf("inbound: %w", err)
 	}
 	t.inbound = policy.Compile(svc, inbound)
 	for _, p := range snap.GetInbound().GetPeers() {
@@ -86,23 +90,25 @@ func compile(snap *apiv1.Snapshot, svc identity.ServiceRef) (*table, error) {
 	for _, name := range snap.GetServices() {
 		t.services[name] = struct{}{}
 	}
+	conflicts := map[string]bool{}
 	for i, d := range snap.GetDestinations() {
 		ref, err := identity.ParseServiceRef(d.GetService(), "")
 		if err != nil {
-			return nil, fmt.Errorf("destinations[%d]: %w", i, err)
+			return nil, nil, fmt.Errorf("destinations[%d]: %w", i, err)
 		}
 		pols, err := decodePolicies(d.GetPolicies())
 		if err != nil {
-			return nil, fmt.Errorf("destinations[%d] (%s): %w", i, ref, err)
+			return nil, nil, fmt.Errorf("destinations[%d] (%s): %w", i, ref, err)
 		}
 		dest := &destination{ref: ref, host: ref.Host(), index: policy.Compile(ref, pols)}
 		for j, ep := range d.GetEndpoints() {
 			id, err := spiffeid.FromString(ep.GetSpiffeId())
 			if err != nil {
-				return nil, fmt.Errorf("destinations[%d].endpoints[%d]: %w", i, j, err)
+				return nil, nil, fmt.Errorf("destinations[%d].endpoints[%d]: %w", i, j, err)
 			}
 			if prev, ok := t.idByAddr[ep.GetAddress()]; ok && prev != id {
-				return nil, fmt.Errorf("destinations[%d].endpoints[%d]: address %s claimed by %s and %s", i, j, ep.GetAddress(), prev, id)
+				conflicts[ep.GetAddress()] = true
+				dropped = append(dropped, fmt.Sprintf("address %s claimed by %s and %s", ep.GetAddress(), prev, id))
 			}
 			t.idByAddr[ep.GetAddress()] = id
 			dest.endpoints = append(dest.endpoints, endpoint{addr: ep.GetAddress(), id: id})
@@ -110,7 +116,15 @@ func compile(snap *apiv1.Snapshot, svc identity.ServiceRef) (*table, error) {
 		t.dests[ref.String()] = dest
 		t.services[ref.String()] = struct{}{}
 	}
-	return t, nil
+	if len(conflicts) > 0 {
+		for addr := range conflicts {
+			delete(t.idByAddr, addr)
+		}
+		for _, d := range t.dests {
+			d.endpoints = slices.DeleteFunc(d.endpoints, func(ep endpoint) bool { return conflicts[ep.addr] })
+		}
+	}
+	return t, dropped, nil
 }
 
 func decodePolicies(docs [][]byte) ([]*config.AuthorizationPolicy, error) {

@@ -45,11 +45,11 @@ type controlClient struct {
 
 var _ svid.Issuer = (*controlClient)(nil)
 
-func (c *controlClient) dial(creds credentials.TransportCredentials) (*grpc.ClientConn, error) {
-	return grpc.NewClient("passthrough:///"+c.addr,
+func (c *controlClient) dial(creds credentials.TransportCredentials, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
+	return grpc.NewClient("passthrough:///"+c.addr, append([]grpc.DialOption{
 		grpc.WithTransportCredentials(creds),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
-	)
+	}, opts...)...)
 }
 
 // Attest implements svid.Issuer.
@@ -105,9 +105,15 @@ func (c *controlClient) trustDomain() spiffeid.TrustDomain {
 	return c.td
 }
 
+// maxSnapshot is the largest snapshot a proxy accepts (gRPC's default is
+// 4 MiB; a large mesh's snapshot of a proxy that may call everything can be
+// bigger).
+const maxSnapshot = 64 << 20
+
 // subscribeConn opens an mTLS connection for a Subscribe stream.
 func (c *controlClient) subscribeConn() (*grpc.ClientConn, error) {
-	return c.dial(credentials.NewTLS(mtls.ControlClientConfig(c.mgr, c.mgr, c.trustDomain())))
+	return c.dial(credentials.NewTLS(mtls.ControlClientConfig(c.mgr, c.mgr, c.trustDomain())),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxSnapshot)))
 }
 
 // classify marks answers that retrying cannot change as svid.ErrRejected.

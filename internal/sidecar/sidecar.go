@@ -249,6 +249,9 @@ func Run(ctx context.Context, cfg Config) error {
 		dataDir: cfg.DataDir, clock: cfg.Clock, logger: logger, applied: make(chan struct{}),
 	}
 	exposure := &exposureCheck{app: cfg.App, logger: logger}
+	// After a renewal, connections to peers are re-made with the new SVID,
+	// well before peers would cut the old one off at its expiry.
+	mgr.OnRotate(engine.RetireConnections)
 
 	// Listeners that do not need an SVID open now, so the ports are known
 	// and an app that starts early gets a clear 503 instead of a refused
@@ -337,9 +340,9 @@ func Run(ctx context.Context, cfg Config) error {
 				return nil
 			}
 			td := mgr.ID().TrustDomain()
-			srv := inboundServer(engine.Inbound(), mtls.ServerConfig(mgr, mgr, td), logger)
-			ln := inboundLn
+			ln, tlsCfg := mtls.ExpireConnections(inboundLn, mtls.ServerConfig(mgr, mgr, td))
 			inboundLn = nil
+			srv := inboundServer(engine.Inbound(), tlsCfg, logger)
 			logger.Info("inbound listening", telemetry.KeyAddress, addrs.Inbound, telemetry.KeyIdentity, mgr.ID().String())
 			return serve(srv, ln)(ctx)
 		},
