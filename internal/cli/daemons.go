@@ -55,7 +55,7 @@ for proxies (gRPC on --listen) and the admin API for operators (HTTPS on
 	f.StringVar(&cfg.TrustDomain, "trust-domain", identity.DefaultTrustDomain, "SPIFFE trust domain of the mesh")
 	f.StringVar(&cfg.Listen, "listen", control.DefaultListen, "gRPC address for proxies")
 	f.StringVar(&cfg.AdminListen, "admin-listen", control.DefaultAdminListen, "admin API address (HTTPS, operator client certificates)")
-	f.DurationVar(&cfg.SVIDTTL, "svid-ttl", control.DefaultSVIDTTL, "lifetime of workload certificates (minimum 1m)")
+	f.DurationVar(&cfg.SVIDTTL, "svid-ttl", control.DefaultSVIDTTL, "lifetime of workload certificates (1m to 24h)")
 	return cmd
 }
 

@@ -17,6 +17,8 @@ const (
 	defaultSVIDTTL    = "1h"
 	minSVIDTTL        = time.Minute
 	minSVIDTTLText    = "1m"
+	maxSVIDTTL        = 24 * time.Hour
+	maxSVIDTTLText    = "24h"
 	defaultMeshClient = identity.DefaultNamespace + "/visitor"
 	defaultReplicas   = 1
 	maxReplicas       = 20
@@ -54,6 +56,8 @@ func (m *Mesh) Validate() FieldErrors {
 		errs.add("spec.svidTTL", "%q is not a duration such as \"1h\" or \"30m\"", s.SVIDTTL)
 	} else if d < minSVIDTTL {
 		errs.add("spec.svidTTL", "must be at least %s, got %q", minSVIDTTLText, s.SVIDTTL)
+	} else if d > maxSVIDTTL {
+		errs.add("spec.svidTTL", "must be at most %s (short-lived certificates are what limits a stolen one), got %q", maxSVIDTTLText, s.SVIDTTL)
 	}
 
 	services, svcErrs := validateMeshServices(s.Services)

@@ -163,7 +163,7 @@ type MeshSpec struct {
 	// TrustDomain of the mesh. Default: "bulwark.local".
 	TrustDomain string `json:"trustDomain,omitempty"`
 	// SVIDTTL is the lifetime of workload certificates, a Go duration.
-	// Default: "1h"; minimum "1m".
+	// Default: "1h"; minimum "1m", maximum "24h".
 	SVIDTTL string `json:"svidTTL,omitempty"`
 	// Entry is the service ("namespace/name" or "name") reached through the
 	// local URL that `bulwark up` prints.

@@ -47,6 +47,7 @@ const (
 	DefaultAdminListen = "127.0.0.1:8444"
 	DefaultSVIDTTL     = time.Hour
 	MinSVIDTTL         = time.Minute
+	MaxSVIDTTL         = 24 * time.Hour
 )
 
 // Files in the data directory.
@@ -68,7 +69,8 @@ type Config struct {
 	Listen string
 	// AdminListen is the admin API address. Default: 127.0.0.1:8444.
 	AdminListen string
-	// SVIDTTL is the lifetime of workload SVIDs. Default: 1h; minimum 1m.
+	// SVIDTTL is the lifetime of workload SVIDs. Default: 1h; minimum 1m,
+	// maximum 24h.
 	SVIDTTL time.Duration
 	// Logger, default discard.
 	Logger *slog.Logger
@@ -121,6 +123,8 @@ func (c *Config) validate() (spiffeid.TrustDomain, error) {
 		c.SVIDTTL = DefaultSVIDTTL
 	case c.SVIDTTL < MinSVIDTTL:
 		return td, fmt.Errorf("svid-ttl: %s is below the minimum %s", c.SVIDTTL, MinSVIDTTL)
+	case c.SVIDTTL > MaxSVIDTTL:
+		return td, fmt.Errorf("svid-ttl: %s is above the maximum %s: short-lived certificates are what limits a stolen one", c.SVIDTTL, MaxSVIDTTL)
 	}
 	c.Logger = telemetry.OrDiscard(c.Logger)
 	c.Clock = clock.OrReal(c.Clock)

@@ -2,13 +2,15 @@ package control
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"strconv"
-	"sync/atomic"
+	"strings"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
@@ -22,10 +24,14 @@ import (
 	"github.com/bulwarkmesh/bulwark/internal/ca"
 	"github.com/bulwarkmesh/bulwark/internal/clock"
 	"github.com/bulwarkmesh/bulwark/internal/identity"
+	"github.com/bulwarkmesh/bulwark/internal/mtls"
 	"github.com/bulwarkmesh/bulwark/internal/push"
 	"github.com/bulwarkmesh/bulwark/internal/registry"
 	"github.com/bulwarkmesh/bulwark/internal/telemetry"
 )
+
+// errSVIDExpired ends a Subscribe stream whose caller's SVID expired.
+var errSVIDExpired = errors.New("svid expired")
 
 // maxNack bounds the NACK message a proxy can make the control plane log
 // and store.
@@ -91,6 +97,9 @@ func (s *controlService) SignSVID(ctx context.Context, req *apiv1.SignSVIDReques
 	if err != nil {
 		return nil, err
 	}
+	if _, err := identity.ParseWorkloadID(id); err != nil {
+		return nil, status.Error(codes.PermissionDenied, "not a workload identity")
+	}
 	pub, err := ca.ParseCSR(req.GetCsr())
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "csr: %v", err)
@@ -143,6 +152,13 @@ func (s *controlService) Subscribe(stream apiv1.Control_SubscribeServer) error {
 		s.logger.Warn("subscribe refused: identity not attested for service", telemetry.KeyIdentity, id.String(), telemetry.KeyService, svc.String())
 		return status.Errorf(codes.PermissionDenied, "identity %s was not attested for service %s", id, svc)
 	}
+	if addr := node.GetAddress(); addr != "" {
+		if err := s.proveAddress(ctx, addr, id); err != nil {
+			s.logger.Warn("subscribe refused: advertised address not served by the caller", telemetry.KeyIdentity, id.String(),
+				telemetry.KeyAddress, addr, telemetry.KeyErr, err)
+			return status.Errorf(codes.PermissionDenied, "node.address: no proxy with identity %s answers at %s", id, addr)
+		}
+	}
 
 	now := s.clock.Now()
 	var taken bool
@@ -183,25 +199,29 @@ func (s *controlService) Subscribe(stream apiv1.Control_SubscribeServer) error {
 		s.logger.Info("proxy disconnected", telemetry.KeyService, svc.String(), telemetry.KeyInstance, node.GetInstance())
 	}()
 
-	sctx, cancel := context.WithDeadline(ctx, leaf.NotAfter)
-	defer cancel()
+	// The stream ends when the caller's SVID expires (on the control
+	// plane's clock), so a proxy always reconnects with its current one.
+	sctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	expiry := s.clock.NewTimer(leaf.NotAfter.Sub(s.clock.Now()))
+	defer expiry.Stop()
+	go func() {
+		select {
+		case <-expiry.C():
+			cancel(errSVIDExpired)
+		case <-sctx.Done():
+		}
+	}()
 	record := func(fn func(p *registry.Proxy)) {
 		if err := s.registry.UpdateProxy(sctx, svc.Namespace, node.GetInstance(), fn); err != nil && sctx.Err() == nil {
 			s.logger.Warn("record proxy state", telemetry.KeyInstance, node.GetInstance(), telemetry.KeyErr, err)
 		}
 	}
-	// Only an answer to the version last sent is recorded, once: a proxy
-	// cannot turn a flood of ACKs into a flood of store writes.
-	var sent, answered atomic.Int64
+	// The hub passes on only the answer to the version last sent, once, so
+	// a flood of ACKs is not a flood of store writes.
 	err = s.hub.Serve(sctx, stream, push.Node{ID: id.String(), Service: svc}, push.Callbacks{
-		Sent: func(v int64) {
-			sent.Store(v)
-			record(func(p *registry.Proxy) { p.SnapshotVersion = v })
-		},
+		Sent: func(v int64) { record(func(p *registry.Proxy) { p.SnapshotVersion = v }) },
 		Acked: func(v int64, nack string) {
-			if v != sent.Load() || answered.Swap(v) == v {
-				return
-			}
 			if len(nack) > maxNack {
 				nack = nack[:maxNack]
 			}
@@ -217,7 +237,7 @@ func (s *controlService) Subscribe(stream apiv1.Control_SubscribeServer) error {
 			})
 		},
 	})
-	if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+	if errors.Is(context.Cause(sctx), errSVIDExpired) {
 		return status.Error(codes.Unauthenticated, "svid expired: renew and reconnect")
 	}
 	if errors.Is(err, push.ErrUnexpectedMessage) {
@@ -254,26 +274,70 @@ func (s *controlService) internal(op string, err error) error {
 	return status.Error(codes.Internal, op+": internal error")
 }
 
-// checkAdvertise validates an advertised inbound address: "" (no inbound)
-// or host:port with a concrete host.
+// probeTimeout bounds the check of an advertised address.
+const probeTimeout = 5 * time.Second
+
+// proveAddress checks that the proxy listening at addr presents an SVID of
+// id: a workload may only advertise an address it serves. Without this, a
+// compromised workload could advertise another's address, and callers,
+// seeing one address claimed by two identities, could not trust either.
+func (s *controlService) proveAddress(ctx context.Context, addr string, id spiffeid.ID) error {
+	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	d := tls.Dialer{Config: mtls.ProbeConfig(s.ca.Bundle(), id)}
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	return conn.Close()
+}
+
+// checkAdvertise validates an advertised inbound address: "" (no inbound),
+// or host:port where host is an IP literal (not unspecified) or an RFC 1123
+// host name of at most 253 bytes.
 func checkAdvertise(addr string) error {
 	if addr == "" {
 		return nil
 	}
+	if len(addr) > 261 {
+		return errors.New("too long")
+	}
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return err
+		return fmt.Errorf("%q: %v", addr, err)
 	}
-	if host == "" {
-		return fmt.Errorf("%q has no host", addr)
+	if ip := net.ParseIP(host); ip != nil {
+		if ip.IsUnspecified() {
+			return fmt.Errorf("%q: an unspecified address cannot be reached by peers", addr)
+		}
+	} else if !validHostname(host) {
+		return fmt.Errorf("%q: host must be an IP address or a DNS name", addr)
 	}
-	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
-		return fmt.Errorf("%q: an unspecified address cannot be reached by peers", addr)
-	}
-	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 || port != strconv.Itoa(p) {
 		return fmt.Errorf("%q: bad port", addr)
 	}
 	return nil
+}
+
+// validHostname reports whether h is an RFC 1123 host name: dot-separated
+// labels of letters, digits and '-', each 1 to 63 bytes, not starting or
+// ending with '-', 253 bytes at most.
+func validHostname(h string) bool {
+	if h == "" || len(h) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(h, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 func svidMessage(id spiffeid.ID, chain []*x509.Certificate) *apiv1.X509SVID {

@@ -101,36 +101,39 @@ func (b *stateBuilder) follow(ctx context.Context, events <-chan store.Event) er
 }
 
 // rebuild reads the mesh and installs a new State if its inputs changed.
-// It returns the store revision it read at.
+// It returns the revision to watch from: that of its first read, so that a
+// change made between its reads is seen again rather than missed.
 func (b *stateBuilder) rebuild(ctx context.Context) (int64, error) {
-	st, err := b.read(ctx)
+	st, watchFrom, err := b.read(ctx)
 	if err != nil {
 		return 0, err
 	}
 	h := inputsHash(st)
 	if h == b.lastInputs && b.hub.State() != nil {
-		return st.Revision, nil
+		return watchFrom, nil
 	}
 	b.lastInputs = h
 	b.hub.SetState(st)
 	b.logger.Debug("mesh state rebuilt", telemetry.KeyVersion, st.Revision, telemetry.KeyCount, len(st.Policies))
-	return st.Revision, nil
+	return watchFrom, nil
 }
 
-func (b *stateBuilder) read(ctx context.Context) (*push.State, error) {
+// read builds a State from several store reads. The State's revision is the
+// latest read's (versions only grow); watchFrom is the earliest's.
+func (b *stateBuilder) read(ctx context.Context) (st *push.State, watchFrom int64, err error) {
 	objs, rev1, err := b.resources.List(ctx, config.KindAuthorizationPolicy, "")
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	proxies, rev2, err := b.registry.Proxies(ctx)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	ids, err := b.registry.Identities(ctx)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	st := &push.State{
+	st = &push.State{
 		Revision:   max(rev1, rev2),
 		Identities: make(map[string][]string, len(ids)),
 		Endpoints:  map[string][]push.Endpoint{},
@@ -146,7 +149,7 @@ func (b *stateBuilder) read(ctx context.Context) (*push.State, error) {
 		p.Metadata.ResourceVersion = "" // not part of what proxies enforce
 		js, err := config.Marshal(p)
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		st.Policies = append(st.Policies, push.Policy{Policy: p, JSON: js})
 	}
@@ -176,7 +179,7 @@ func (b *stateBuilder) read(ctx context.Context) (*push.State, error) {
 		}
 	}
 	st.Seal()
-	return st, nil
+	return st, min(rev1, rev2), nil
 }
 
 // inputsHash fingerprints everything a snapshot is compiled from, so that

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 
 	apiv1 "github.com/bulwarkmesh/bulwark/api/v1alpha1"
 	"github.com/bulwarkmesh/bulwark/internal/telemetry"
@@ -22,7 +23,9 @@ type Stream interface {
 type Callbacks struct {
 	// Sent is called after a snapshot version was sent.
 	Sent func(version int64)
-	// Acked is called for every ACK (nack == "") or NACK.
+	// Acked is called once for the ACK (nack == "") or NACK of the version
+	// last sent; answers to other versions and repeated answers are
+	// dropped, so a proxy cannot turn a flood of ACKs into work.
 	Acked func(version int64, nack string)
 }
 
@@ -100,6 +103,9 @@ func (h *Hub) Serve(ctx context.Context, stream Stream, node Node, cb Callbacks)
 		h.mu.Unlock()
 	}()
 
+	// sending is the version being (or last) sent; it is set before the
+	// send, so an ACK that comes back fast is not mistaken for a stray.
+	var sending, answered atomic.Int64
 	recvErr := make(chan error, 1)
 	go func() {
 		for {
@@ -113,8 +119,12 @@ func (h *Hub) Serve(ctx context.Context, stream Stream, node Node, cb Callbacks)
 				recvErr <- ErrUnexpectedMessage
 				return
 			}
+			v := ack.GetVersion()
+			if v != sending.Load() || answered.Swap(v) == v {
+				continue
+			}
 			if cb.Acked != nil {
-				cb.Acked(ack.GetVersion(), ack.GetError())
+				cb.Acked(v, ack.GetError())
 			}
 		}
 	}()
@@ -149,6 +159,7 @@ func (h *Hub) Serve(ctx context.Context, stream Stream, node Node, cb Callbacks)
 			if sum == last {
 				continue
 			}
+			sending.Store(snap.GetVersion())
 			if err := stream.Send(snap); err != nil {
 				return err
 			}

@@ -291,13 +291,20 @@ func TestHubAcks(t *testing.T) {
 		var rec recorder
 		done := serve(ctx, h, s, webNode, rec.callbacks())
 
+		synctest.Wait() // version 9 is sent: a proxy answers what it received
+
+		// Only the first answer to the version last sent is passed on: a
+		// repeated answer and answers to other versions are dropped, so a
+		// proxy cannot turn a flood of ACKs into store writes.
+		s.reqs <- ack(8, "")
 		s.reqs <- ack(9, "")
 		s.reqs <- ack(9, "policy default/api-from-web: bad path")
-		s.reqs <- ack(8, "")
+		s.reqs <- ack(9, "")
+		s.reqs <- ack(10, "")
 		synctest.Wait()
 
 		_, acked := rec.get()
-		want := []string{"ack 9", "nack 9: policy default/api-from-web: bad path", "ack 8"}
+		want := []string{"ack 9"}
 		if diff := cmp.Diff(want, acked); diff != "" {
 			t.Errorf("Acked callbacks (-want +got):\n%s", diff)
 		}
