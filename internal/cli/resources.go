@@ -12,6 +12,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
 	"github.com/spf13/cobra"
 
@@ -315,9 +316,22 @@ func printObjects(w io.Writer, kind string, objs []config.Object, output string,
 		if allNS {
 			cells = append([]string{o.GetMetadata().Namespace}, cells...)
 		}
+		for i, c := range cells {
+			cells[i] = printable(c)
+		}
 		fmt.Fprintln(tw, strings.Join(cells, "\t"))
 	}
 	return tw.Flush()
+}
+
+// printable quotes a table cell that holds anything but printable
+// characters: some fields come from workloads, and a terminal must not be
+// driven by them (escape sequences, carriage returns, forged rows).
+func printable(s string) string {
+	if strings.IndexFunc(s, func(r rune) bool { return !unicode.IsPrint(r) }) < 0 {
+		return s
+	}
+	return strconv.Quote(s)
 }
 
 // tableFor returns the columns of kind's table.
