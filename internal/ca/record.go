@@ -100,6 +100,12 @@ func (c *custody) loadOrCreate(ctx context.Context, s spec) (*authority, error) 
 			// First start: create it (rev 0: it must still not exist),
 			// unless what it signed is still there.
 			if err := c.checkNoDependents(ctx, s); err != nil {
+				// Another control plane may have written the record and
+				// what it signed since the read above: read again before
+				// calling the store corrupt.
+				if _, lerr := c.load(ctx, s); lerr == nil {
+					continue
+				}
 				return nil, err
 			}
 		case err != nil:
