@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -102,6 +103,9 @@ func (c *Config) validate() (spiffeid.TrustDomain, error) {
 	}
 	if c.TrustDomain == "" {
 		c.TrustDomain = identity.DefaultTrustDomain
+	}
+	if strings.ContainsAny(c.TrustDomain, ":/") {
+		return spiffeid.TrustDomain{}, fmt.Errorf("trust-domain: %q: want a bare name such as %q, not a SPIFFE ID", c.TrustDomain, identity.DefaultTrustDomain)
 	}
 	td, err := spiffeid.TrustDomainFromString(c.TrustDomain)
 	if err != nil {
@@ -221,6 +225,9 @@ func Run(ctx context.Context, cfg Config) error {
 		grpc.ConnectionTimeout(10*time.Second),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		// Stop waits for handlers, so a Subscribe's last write (its
+		// disconnect) lands before the store closes.
+		grpc.WaitForHandlers(true),
 	)
 	apiv1.RegisterControlServer(grpcSrv, &controlService{
 		td: td, ca: workloadCA, attestor: tokens, registry: reg, hub: hub, clock: cfg.Clock, logger: logger,

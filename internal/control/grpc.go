@@ -2,6 +2,7 @@ package control
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
@@ -161,6 +163,7 @@ func (s *controlService) Subscribe(stream apiv1.Control_SubscribeServer) error {
 	}
 
 	now := s.clock.Now()
+	session := rand.Text() // this stream's claim on the record
 	var taken bool
 	err = s.registry.UpdateProxy(ctx, svc.Namespace, node.GetInstance(), func(p *registry.Proxy) {
 		if p.Identity != "" && p.Identity != id.String() {
@@ -177,6 +180,7 @@ func (s *controlService) Subscribe(stream apiv1.Control_SubscribeServer) error {
 		p.SVIDExpiry = leaf.NotAfter
 		p.SVIDSerial = leaf.SerialNumber.Text(16)
 		p.Version = node.GetVersion()
+		p.Stream = session
 	})
 	if err != nil {
 		return s.internal("subscribe", err)
@@ -190,6 +194,9 @@ func (s *controlService) Subscribe(stream apiv1.Control_SubscribeServer) error {
 	defer func() {
 		// The stream's context is done; record the disconnect with a fresh one.
 		err := s.registry.UpdateProxy(context.WithoutCancel(ctx), svc.Namespace, node.GetInstance(), func(p *registry.Proxy) {
+			if p.Stream != session {
+				return // a newer stream of this instance holds the record
+			}
 			p.Connected = false
 			p.LastSeen = s.clock.Now()
 		})
@@ -213,7 +220,12 @@ func (s *controlService) Subscribe(stream apiv1.Control_SubscribeServer) error {
 		}
 	}()
 	record := func(fn func(p *registry.Proxy)) {
-		if err := s.registry.UpdateProxy(sctx, svc.Namespace, node.GetInstance(), fn); err != nil && sctx.Err() == nil {
+		err := s.registry.UpdateProxy(sctx, svc.Namespace, node.GetInstance(), func(p *registry.Proxy) {
+			if p.Stream == session {
+				fn(p)
+			}
+		})
+		if err != nil && sctx.Err() == nil {
 			s.logger.Warn("record proxy state", telemetry.KeyInstance, node.GetInstance(), telemetry.KeyErr, err)
 		}
 	}
@@ -223,7 +235,11 @@ func (s *controlService) Subscribe(stream apiv1.Control_SubscribeServer) error {
 		Sent: func(v int64) { record(func(p *registry.Proxy) { p.SnapshotVersion = v }) },
 		Acked: func(v int64, nack string) {
 			if len(nack) > maxNack {
-				nack = nack[:maxNack]
+				n := maxNack
+				for n > 0 && !utf8.RuneStart(nack[n]) {
+					n-- // do not cut a rune in two
+				}
+				nack = nack[:n]
 			}
 			if nack != "" {
 				s.logger.Warn("snapshot rejected by proxy", telemetry.KeyInstance, node.GetInstance(), telemetry.KeyVersion, v, telemetry.KeyErr, nack)

@@ -138,6 +138,9 @@ type Proxy struct {
 	AckedVersion    int64     `json:"ackedVersion,omitempty"`
 	LastNack        string    `json:"lastNack,omitempty"`
 	Version         string    `json:"version,omitempty"`
+	// Stream identifies the Subscribe stream that holds the record: only
+	// it may record its state and its end.
+	Stream string `json:"stream,omitempty"`
 }
 
 // ServiceRef returns the proxy's service.

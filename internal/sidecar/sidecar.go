@@ -23,6 +23,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -99,6 +100,9 @@ func (c *Config) validate() (spiffeid.TrustDomain, error) {
 		return td, errors.New("service: required")
 	}
 	if c.TrustDomain != "" {
+		if strings.ContainsAny(c.TrustDomain, ":/") {
+			return td, fmt.Errorf("trust-domain: %q: want a bare name, not a SPIFFE ID", c.TrustDomain)
+		}
 		var err error
 		if td, err = spiffeid.TrustDomainFromString(c.TrustDomain); err != nil {
 			return td, fmt.Errorf("trust-domain: %w", err)
