@@ -282,33 +282,9 @@ func refValid(syntax *regexp.Regexp, p string) bool {
 	return true
 }
 
-// refDecode decodes the escapes of unreserved characters of a valid path.
+// refDecode decodes the escapes of unreserved characters of a valid path
+// and upper-cases the others.
 func refDecode(p string) string {
-	var b strings.Builder
-	for i := 0; i < len(p); i++ {
-		if p[i] != '%' {
-			b.WriteByte(p[i])
-			continue
-		}
-		v, _ := strconv.ParseUint(p[i+1:i+3], 16, 8)
-		if refUnreserved(byte(v)) {
-			b.WriteByte(byte(v))
-		} else {
-			b.WriteString(p[i : i+3])
-		}
-		i += 2
-	}
-	return b.String()
-}
-
-// refUnreserved reports whether c is an RFC 3986 unreserved character.
-func refUnreserved(c byte) bool {
-	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("-._~", c) >= 0
-}
-
-// refNormalize is a slow, independent statement of the normalization of a
-// valid path: decode, then split into segments and resolve them.
-func refNormalize(p string) string {
 	var b strings.Builder
 	for i := 0; i < len(p); i++ {
 		if p[i] != '%' {
@@ -323,7 +299,18 @@ func refNormalize(p string) string {
 		}
 		i += 2
 	}
-	segs := strings.Split(b.String()[1:], "/")
+	return b.String()
+}
+
+// refUnreserved reports whether c is an RFC 3986 unreserved character.
+func refUnreserved(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("-._~", c) >= 0
+}
+
+// refNormalize is a slow, independent statement of the normalization of a
+// valid path: decode, then split into segments and resolve them.
+func refNormalize(p string) string {
+	segs := strings.Split(refDecode(p)[1:], "/")
 	var out []string
 	for _, s := range segs {
 		switch s {
