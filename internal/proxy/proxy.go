@@ -215,6 +215,11 @@ func (e *Engine) selfID() string {
 // X_Forwarded_Client_Cert and X-Forwarded-Client-Cert as one header.
 func stripIdentityHeaders(h http.Header) {
 	for k := range h {
+		// Every identity header starts with x or f and is at least as
+		// long as "Forwarded": skip the rest without allocating.
+		if len(k) < len("forwarded") || (k[0]|0x20 != 'x' && k[0]|0x20 != 'f') {
+			continue
+		}
 		lk := strings.ToLower(strings.ReplaceAll(k, "_", "-"))
 		if strings.HasPrefix(lk, "x-bulwark-") || strings.HasPrefix(lk, "x-forwarded-") || lk == "forwarded" {
 			delete(h, k)
