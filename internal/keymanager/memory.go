@@ -39,6 +39,21 @@ func (m *Memory) GenerateKey(_ context.Context, id string) (crypto.Signer, error
 	return key, nil
 }
 
+// ImportKey stores key under id, replacing any key of that id.
+func (m *Memory) ImportKey(_ context.Context, id string, key crypto.Signer) (crypto.Signer, error) {
+	if err := ValidateID(id); err != nil {
+		return nil, fmt.Errorf("import key: %w", err)
+	}
+	k, err := checkImport(key)
+	if err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.keys[id] = k
+	return k, nil
+}
+
 // GetKey returns the signer of the key id, or an error wrapping
 // ErrNotFound.
 func (m *Memory) GetKey(_ context.Context, id string) (crypto.Signer, error) {
@@ -52,4 +67,15 @@ func (m *Memory) GetKey(_ context.Context, id string) (crypto.Signer, error) {
 		return nil, fmt.Errorf("get key %q: %w", id, ErrNotFound)
 	}
 	return key, nil
+}
+
+// Delete removes the key id. Deleting a missing key is not an error.
+func (m *Memory) Delete(_ context.Context, id string) error {
+	if err := ValidateID(id); err != nil {
+		return fmt.Errorf("delete key: %w", err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.keys, id)
+	return nil
 }

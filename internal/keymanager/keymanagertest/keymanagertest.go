@@ -3,13 +3,9 @@
 // ones) must show. An implementation's tests call Run with a constructor of
 // fresh, empty instances:
 //
-//	func TestDisk(t *testing.T) {
-//		keymanagertest.Run(t, func(t *testing.T) keymanager.KeyManager {
-//			d, err := keymanager.NewDisk(t.TempDir())
-//			if err != nil {
-//				t.Fatal(err)
-//			}
-//			return d
+//	func TestMemory(t *testing.T) {
+//		keymanagertest.Run(t, func(*testing.T) keymanager.KeyManager {
+//			return keymanager.NewMemory()
 //		})
 //	}
 package keymanagertest
@@ -48,6 +44,10 @@ func Run(t *testing.T, newKM NewFunc) {
 	t.Run("InvalidID", func(t *testing.T) { testInvalidID(t, newKM) })
 	t.Run("LongestID", func(t *testing.T) { testLongestID(t, newKM(t)) })
 	t.Run("Concurrent", func(t *testing.T) { testConcurrent(t, newKM(t)) })
+	t.Run("Delete", func(t *testing.T) { testDelete(t, newKM(t)) })
+	t.Run("DeleteMissing", func(t *testing.T) { testDeleteMissing(t, newKM(t)) })
+	t.Run("DeleteThenGenerate", func(t *testing.T) { testDeleteThenGenerate(t, newKM(t)) })
+	t.Run("Import", func(t *testing.T) { testImport(t, newKM(t)) })
 }
 
 func testGenerateThenGet(t *testing.T, km keymanager.KeyManager) {
@@ -160,6 +160,9 @@ func testInvalidID(t *testing.T, newKM NewFunc) {
 			if errors.Is(err, keymanager.ErrNotFound) {
 				t.Errorf("GetKey(%q): got %v, want an invalid-id error, not %v", tt.id, err, keymanager.ErrNotFound)
 			}
+			if err := km.Delete(ctx, tt.id); err == nil {
+				t.Errorf("Delete(%q): got no error, want one", tt.id)
+			}
 		})
 	}
 }
@@ -180,8 +183,9 @@ func testLongestID(t *testing.T, km keymanager.KeyManager) {
 	}
 }
 
-// testConcurrent runs generators of distinct ids, readers of a shared id
-// and replacers of another id at once; run it with -race.
+// testConcurrent runs generators of distinct ids, readers of a shared id,
+// replacers of another id and deleters of their own ids at once; run it with
+// -race.
 func testConcurrent(t *testing.T, km keymanager.KeyManager) {
 	ctx := context.Background()
 	shared, err := km.GenerateKey(ctx, "shared")
@@ -194,7 +198,7 @@ func testConcurrent(t *testing.T, km keymanager.KeyManager) {
 	const workers = 8
 	var wg sync.WaitGroup
 	for i := range workers {
-		wg.Add(3)
+		wg.Add(4)
 		go func() {
 			defer wg.Done()
 			id := fmt.Sprintf("worker-%d", i)
@@ -234,6 +238,21 @@ func testConcurrent(t *testing.T, km keymanager.KeyManager) {
 				t.Errorf("GetKey churn: %v", err)
 			}
 		}()
+		go func() {
+			defer wg.Done()
+			id := fmt.Sprintf("deleted-%d", i)
+			if _, err := km.GenerateKey(ctx, id); err != nil {
+				t.Errorf("GenerateKey %s: %v", id, err)
+				return
+			}
+			if err := km.Delete(ctx, id); err != nil {
+				t.Errorf("Delete %s: %v", id, err)
+				return
+			}
+			if _, err := km.GetKey(ctx, id); !errors.Is(err, keymanager.ErrNotFound) {
+				t.Errorf("GetKey %s after Delete: got error %v, want one wrapping %v", id, err, keymanager.ErrNotFound)
+			}
+		}()
 	}
 	wg.Wait()
 	for i := range workers {
@@ -244,7 +263,95 @@ func testConcurrent(t *testing.T, km keymanager.KeyManager) {
 	}
 }
 
+func testDelete(t *testing.T, km keymanager.KeyManager) {
+	ctx := context.Background()
+	kept, err := km.GenerateKey(ctx, "kept")
+	if err != nil {
+		t.Fatalf("GenerateKey kept: %v", err)
+	}
+	if _, err := km.GenerateKey(ctx, "deleted"); err != nil {
+		t.Fatalf("GenerateKey deleted: %v", err)
+	}
+	if err := km.Delete(ctx, "deleted"); err != nil {
+		t.Fatalf("Delete: %v", err)
+	}
+	if _, err := km.GetKey(ctx, "deleted"); !errors.Is(err, keymanager.ErrNotFound) {
+		t.Errorf("GetKey after Delete: got error %v, want one wrapping %v", err, keymanager.ErrNotFound)
+	}
+	got, err := km.GetKey(ctx, "kept")
+	if err != nil {
+		t.Fatalf("GetKey of another key after Delete: %v", err)
+	}
+	if g, w := fingerprint(got.Public()), fingerprint(kept.Public()); g != w {
+		t.Errorf("GetKey of another key after Delete: got public key %s, want %s", g, w)
+	}
+	// Deleting again is not an error.
+	if err := km.Delete(ctx, "deleted"); err != nil {
+		t.Errorf("second Delete: got error %v, want nil", err)
+	}
+}
+
+func testDeleteMissing(t *testing.T, km keymanager.KeyManager) {
+	ctx := context.Background()
+	for i := range 2 {
+		if err := km.Delete(ctx, "never-generated"); err != nil {
+			t.Errorf("Delete #%d of a key never generated: got error %v, want nil", i, err)
+		}
+	}
+}
+
+func testDeleteThenGenerate(t *testing.T, km keymanager.KeyManager) {
+	ctx := context.Background()
+	first, err := km.GenerateKey(ctx, "reused")
+	if err != nil {
+		t.Fatalf("first GenerateKey: %v", err)
+	}
+	if err := km.Delete(ctx, "reused"); err != nil {
+		t.Fatalf("Delete: %v", err)
+	}
+	second, err := km.GenerateKey(ctx, "reused")
+	if err != nil {
+		t.Fatalf("GenerateKey after Delete: %v", err)
+	}
+	got, err := km.GetKey(ctx, "reused")
+	if err != nil {
+		t.Fatalf("GetKey: %v", err)
+	}
+	if g, w := fingerprint(got.Public()), fingerprint(second.Public()); g != w {
+		t.Errorf("GetKey after Delete and GenerateKey: got public key %s, want %s (the new key)", g, w)
+	}
+	if fingerprint(first.Public()) == fingerprint(second.Public()) {
+		t.Errorf("GenerateKey after Delete: got the deleted key back, want a new one")
+	}
+}
+
 // checkSigns signs a digest with s and verifies it with pub.
+func testImport(t *testing.T, km keymanager.KeyManager) {
+	ctx := context.Background()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := km.ImportKey(ctx, "imported", key); err != nil {
+		t.Fatalf("ImportKey: %v", err)
+	}
+	got, err := km.GetKey(ctx, "imported")
+	if err != nil {
+		t.Fatalf("GetKey after ImportKey: %v", err)
+	}
+	checkSigns(t, got, &key.PublicKey)
+	p384, err := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := km.ImportKey(ctx, "p384", p384); err == nil {
+		t.Error("ImportKey of a P-384 key: got nil error, want one")
+	}
+	if _, err := km.ImportKey(ctx, "Bad_ID", key); err == nil {
+		t.Error("ImportKey with an invalid id: got nil error, want one")
+	}
+}
+
 func checkSigns(t *testing.T, s crypto.Signer, pub crypto.PublicKey) {
 	t.Helper()
 	digest := sha256.Sum256([]byte("bulwark keymanager contract"))
