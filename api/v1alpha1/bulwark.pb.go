@@ -26,6 +26,96 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type SignJWTSVIDRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Audiences of the token; at least one.
+	Audience      []string `protobuf:"bytes,1,rep,name=audience,proto3" json:"audience,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignJWTSVIDRequest) Reset() {
+	*x = SignJWTSVIDRequest{}
+	mi := &file_bulwark_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignJWTSVIDRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignJWTSVIDRequest) ProtoMessage() {}
+
+func (x *SignJWTSVIDRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_bulwark_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignJWTSVIDRequest.ProtoReflect.Descriptor instead.
+func (*SignJWTSVIDRequest) Descriptor() ([]byte, []int) {
+	return file_bulwark_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *SignJWTSVIDRequest) GetAudience() []string {
+	if x != nil {
+		return x.Audience
+	}
+	return nil
+}
+
+type SignJWTSVIDResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The compact JWS.
+	Token         string `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignJWTSVIDResponse) Reset() {
+	*x = SignJWTSVIDResponse{}
+	mi := &file_bulwark_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignJWTSVIDResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignJWTSVIDResponse) ProtoMessage() {}
+
+func (x *SignJWTSVIDResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_bulwark_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignJWTSVIDResponse.ProtoReflect.Descriptor instead.
+func (*SignJWTSVIDResponse) Descriptor() ([]byte, []int) {
+	return file_bulwark_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *SignJWTSVIDResponse) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
 type AttestRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The join token printed by `bulwark token create`.
@@ -41,7 +131,7 @@ type AttestRequest struct {
 
 func (x *AttestRequest) Reset() {
 	*x = AttestRequest{}
-	mi := &file_bulwark_proto_msgTypes[0]
+	mi := &file_bulwark_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -53,7 +143,7 @@ func (x *AttestRequest) String() string {
 func (*AttestRequest) ProtoMessage() {}
 
 func (x *AttestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_proto_msgTypes[0]
+	mi := &file_bulwark_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -66,7 +156,7 @@ func (x *AttestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttestRequest.ProtoReflect.Descriptor instead.
 func (*AttestRequest) Descriptor() ([]byte, []int) {
-	return file_bulwark_proto_rawDescGZIP(), []int{0}
+	return file_bulwark_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *AttestRequest) GetJoinToken() string {
@@ -103,7 +193,7 @@ type AttestResponse struct {
 
 func (x *AttestResponse) Reset() {
 	*x = AttestResponse{}
-	mi := &file_bulwark_proto_msgTypes[1]
+	mi := &file_bulwark_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -115,7 +205,7 @@ func (x *AttestResponse) String() string {
 func (*AttestResponse) ProtoMessage() {}
 
 func (x *AttestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_proto_msgTypes[1]
+	mi := &file_bulwark_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -128,7 +218,7 @@ func (x *AttestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttestResponse.ProtoReflect.Descriptor instead.
 func (*AttestResponse) Descriptor() ([]byte, []int) {
-	return file_bulwark_proto_rawDescGZIP(), []int{1}
+	return file_bulwark_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *AttestResponse) GetSvid() *X509SVID {
@@ -163,7 +253,7 @@ type X509SVID struct {
 
 func (x *X509SVID) Reset() {
 	*x = X509SVID{}
-	mi := &file_bulwark_proto_msgTypes[2]
+	mi := &file_bulwark_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -175,7 +265,7 @@ func (x *X509SVID) String() string {
 func (*X509SVID) ProtoMessage() {}
 
 func (x *X509SVID) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_proto_msgTypes[2]
+	mi := &file_bulwark_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -188,7 +278,7 @@ func (x *X509SVID) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use X509SVID.ProtoReflect.Descriptor instead.
 func (*X509SVID) Descriptor() ([]byte, []int) {
-	return file_bulwark_proto_rawDescGZIP(), []int{2}
+	return file_bulwark_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *X509SVID) GetSpiffeId() string {
@@ -215,7 +305,7 @@ type SignSVIDRequest struct {
 
 func (x *SignSVIDRequest) Reset() {
 	*x = SignSVIDRequest{}
-	mi := &file_bulwark_proto_msgTypes[3]
+	mi := &file_bulwark_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -227,7 +317,7 @@ func (x *SignSVIDRequest) String() string {
 func (*SignSVIDRequest) ProtoMessage() {}
 
 func (x *SignSVIDRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_proto_msgTypes[3]
+	mi := &file_bulwark_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -240,7 +330,7 @@ func (x *SignSVIDRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignSVIDRequest.ProtoReflect.Descriptor instead.
 func (*SignSVIDRequest) Descriptor() ([]byte, []int) {
-	return file_bulwark_proto_rawDescGZIP(), []int{3}
+	return file_bulwark_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SignSVIDRequest) GetCsr() []byte {
@@ -260,7 +350,7 @@ type SignSVIDResponse struct {
 
 func (x *SignSVIDResponse) Reset() {
 	*x = SignSVIDResponse{}
-	mi := &file_bulwark_proto_msgTypes[4]
+	mi := &file_bulwark_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -272,7 +362,7 @@ func (x *SignSVIDResponse) String() string {
 func (*SignSVIDResponse) ProtoMessage() {}
 
 func (x *SignSVIDResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_proto_msgTypes[4]
+	mi := &file_bulwark_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -285,7 +375,7 @@ func (x *SignSVIDResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignSVIDResponse.ProtoReflect.Descriptor instead.
 func (*SignSVIDResponse) Descriptor() ([]byte, []int) {
-	return file_bulwark_proto_rawDescGZIP(), []int{4}
+	return file_bulwark_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SignSVIDResponse) GetSvid() *X509SVID {
@@ -315,7 +405,7 @@ type SubscribeRequest struct {
 
 func (x *SubscribeRequest) Reset() {
 	*x = SubscribeRequest{}
-	mi := &file_bulwark_proto_msgTypes[5]
+	mi := &file_bulwark_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -327,7 +417,7 @@ func (x *SubscribeRequest) String() string {
 func (*SubscribeRequest) ProtoMessage() {}
 
 func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_proto_msgTypes[5]
+	mi := &file_bulwark_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -340,7 +430,7 @@ func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeRequest.ProtoReflect.Descriptor instead.
 func (*SubscribeRequest) Descriptor() ([]byte, []int) {
-	return file_bulwark_proto_rawDescGZIP(), []int{5}
+	return file_bulwark_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *SubscribeRequest) GetKind() isSubscribeRequest_Kind {
@@ -384,7 +474,10 @@ func (*SubscribeRequest_Node) isSubscribeRequest_Kind() {}
 
 func (*SubscribeRequest_Ack) isSubscribeRequest_Kind() {}
 
-// Node is the first message of a Subscribe stream.
+// Node is the first message of a Subscribe stream. The control plane learns
+// the proxy's SVID (serial, expiry, issuer) from the stream's TLS
+// connection, never from the proxy's word; a proxy reconnects its stream
+// after every renewal.
 type Node struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The service the proxy fronts, "namespace/name". The caller's identity
@@ -403,7 +496,7 @@ type Node struct {
 
 func (x *Node) Reset() {
 	*x = Node{}
-	mi := &file_bulwark_proto_msgTypes[6]
+	mi := &file_bulwark_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -415,7 +508,7 @@ func (x *Node) String() string {
 func (*Node) ProtoMessage() {}
 
 func (x *Node) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_proto_msgTypes[6]
+	mi := &file_bulwark_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -428,7 +521,7 @@ func (x *Node) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Node.ProtoReflect.Descriptor instead.
 func (*Node) Descriptor() ([]byte, []int) {
-	return file_bulwark_proto_rawDescGZIP(), []int{6}
+	return file_bulwark_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Node) GetService() string {
@@ -471,7 +564,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_bulwark_proto_msgTypes[7]
+	mi := &file_bulwark_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -483,7 +576,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_proto_msgTypes[7]
+	mi := &file_bulwark_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -496,7 +589,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_bulwark_proto_rawDescGZIP(), []int{7}
+	return file_bulwark_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Ack) GetVersion() int64 {
@@ -527,14 +620,25 @@ type Snapshot struct {
 	// Names ("namespace/name") of every service in the mesh, so that a proxy
 	// answers 403 for a service it may not call and 503 for one that does not
 	// exist.
-	Services      []string `protobuf:"bytes,5,rep,name=services,proto3" json:"services,omitempty"`
+	Services []string `protobuf:"bytes,5,rep,name=services,proto3" json:"services,omitempty"`
+	// Version of trust_bundle: it grows whenever the set of roots changes.
+	BundleVersion int64 `protobuf:"varint,6,opt,name=bundle_version,json=bundleVersion,proto3" json:"bundle_version,omitempty"`
+	// Subject key ID of the CA that signs X509-SVIDs now. A proxy whose SVID
+	// has another authority key ID renews early (with jitter): that is how a
+	// root or intermediate rotation moves the fleet to the new chain.
+	SigningAuthority []byte `protobuf:"bytes,7,opt,name=signing_authority,json=signingAuthority,proto3" json:"signing_authority,omitempty"`
+	// Serial numbers (lowercase hex) of revoked X509-SVIDs that have not
+	// expired yet: peers presenting them are refused.
+	RevokedSerials []string `protobuf:"bytes,8,rep,name=revoked_serials,json=revokedSerials,proto3" json:"revoked_serials,omitempty"`
+	// The JWT-SVID signing keys of the trust domain, a JWKS document (JSON).
+	JwtBundle     []byte `protobuf:"bytes,9,opt,name=jwt_bundle,json=jwtBundle,proto3" json:"jwt_bundle,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Snapshot) Reset() {
 	*x = Snapshot{}
-	mi := &file_bulwark_proto_msgTypes[8]
+	mi := &file_bulwark_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -546,7 +650,7 @@ func (x *Snapshot) String() string {
 func (*Snapshot) ProtoMessage() {}
 
 func (x *Snapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_proto_msgTypes[8]
+	mi := &file_bulwark_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -559,7 +663,7 @@ func (x *Snapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Snapshot.ProtoReflect.Descriptor instead.
 func (*Snapshot) Descriptor() ([]byte, []int) {
-	return file_bulwark_proto_rawDescGZIP(), []int{8}
+	return file_bulwark_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Snapshot) GetVersion() int64 {
@@ -597,6 +701,34 @@ func (x *Snapshot) GetServices() []string {
 	return nil
 }
 
+func (x *Snapshot) GetBundleVersion() int64 {
+	if x != nil {
+		return x.BundleVersion
+	}
+	return 0
+}
+
+func (x *Snapshot) GetSigningAuthority() []byte {
+	if x != nil {
+		return x.SigningAuthority
+	}
+	return nil
+}
+
+func (x *Snapshot) GetRevokedSerials() []string {
+	if x != nil {
+		return x.RevokedSerials
+	}
+	return nil
+}
+
+func (x *Snapshot) GetJwtBundle() []byte {
+	if x != nil {
+		return x.JwtBundle
+	}
+	return nil
+}
+
 // Inbound is the authorization state of the proxy's own service.
 type Inbound struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -614,7 +746,7 @@ type Inbound struct {
 
 func (x *Inbound) Reset() {
 	*x = Inbound{}
-	mi := &file_bulwark_proto_msgTypes[9]
+	mi := &file_bulwark_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -626,7 +758,7 @@ func (x *Inbound) String() string {
 func (*Inbound) ProtoMessage() {}
 
 func (x *Inbound) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_proto_msgTypes[9]
+	mi := &file_bulwark_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -639,7 +771,7 @@ func (x *Inbound) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Inbound.ProtoReflect.Descriptor instead.
 func (*Inbound) Descriptor() ([]byte, []int) {
-	return file_bulwark_proto_rawDescGZIP(), []int{9}
+	return file_bulwark_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Inbound) GetPolicies() [][]byte {
@@ -666,7 +798,7 @@ type PeerIdentity struct {
 
 func (x *PeerIdentity) Reset() {
 	*x = PeerIdentity{}
-	mi := &file_bulwark_proto_msgTypes[10]
+	mi := &file_bulwark_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -678,7 +810,7 @@ func (x *PeerIdentity) String() string {
 func (*PeerIdentity) ProtoMessage() {}
 
 func (x *PeerIdentity) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_proto_msgTypes[10]
+	mi := &file_bulwark_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -691,7 +823,7 @@ func (x *PeerIdentity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerIdentity.ProtoReflect.Descriptor instead.
 func (*PeerIdentity) Descriptor() ([]byte, []int) {
-	return file_bulwark_proto_rawDescGZIP(), []int{10}
+	return file_bulwark_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *PeerIdentity) GetSpiffeId() string {
@@ -723,7 +855,7 @@ type Destination struct {
 
 func (x *Destination) Reset() {
 	*x = Destination{}
-	mi := &file_bulwark_proto_msgTypes[11]
+	mi := &file_bulwark_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -735,7 +867,7 @@ func (x *Destination) String() string {
 func (*Destination) ProtoMessage() {}
 
 func (x *Destination) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_proto_msgTypes[11]
+	mi := &file_bulwark_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -748,7 +880,7 @@ func (x *Destination) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Destination.ProtoReflect.Descriptor instead.
 func (*Destination) Descriptor() ([]byte, []int) {
-	return file_bulwark_proto_rawDescGZIP(), []int{11}
+	return file_bulwark_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Destination) GetService() string {
@@ -785,7 +917,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_bulwark_proto_msgTypes[12]
+	mi := &file_bulwark_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -797,7 +929,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_proto_msgTypes[12]
+	mi := &file_bulwark_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -810,7 +942,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_bulwark_proto_rawDescGZIP(), []int{12}
+	return file_bulwark_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Endpoint) GetAddress() string {
@@ -838,7 +970,11 @@ var File_bulwark_proto protoreflect.FileDescriptor
 
 const file_bulwark_proto_rawDesc = "" +
 	"\n" +
-	"\rbulwark.proto\x12\x10bulwark.v1alpha1\"Z\n" +
+	"\rbulwark.proto\x12\x10bulwark.v1alpha1\"0\n" +
+	"\x12SignJWTSVIDRequest\x12\x1a\n" +
+	"\baudience\x18\x01 \x03(\tR\baudience\"+\n" +
+	"\x13SignJWTSVIDResponse\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\"Z\n" +
 	"\rAttestRequest\x12\x1d\n" +
 	"\n" +
 	"join_token\x18\x01 \x01(\tR\tjoinToken\x12\x10\n" +
@@ -868,13 +1004,18 @@ const file_bulwark_proto_rawDesc = "" +
 	"\aversion\x18\x04 \x01(\tR\aversion\"5\n" +
 	"\x03Ack\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x03R\aversion\x12\x14\n" +
-	"\x05error\x18\x02 \x01(\tR\x05error\"\xdb\x01\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error\"\xf7\x02\n" +
 	"\bSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x03R\aversion\x12!\n" +
 	"\ftrust_bundle\x18\x02 \x03(\fR\vtrustBundle\x123\n" +
 	"\ainbound\x18\x03 \x01(\v2\x19.bulwark.v1alpha1.InboundR\ainbound\x12A\n" +
 	"\fdestinations\x18\x04 \x03(\v2\x1d.bulwark.v1alpha1.DestinationR\fdestinations\x12\x1a\n" +
-	"\bservices\x18\x05 \x03(\tR\bservices\"[\n" +
+	"\bservices\x18\x05 \x03(\tR\bservices\x12%\n" +
+	"\x0ebundle_version\x18\x06 \x01(\x03R\rbundleVersion\x12+\n" +
+	"\x11signing_authority\x18\a \x01(\fR\x10signingAuthority\x12'\n" +
+	"\x0frevoked_serials\x18\b \x03(\tR\x0erevokedSerials\x12\x1d\n" +
+	"\n" +
+	"jwt_bundle\x18\t \x01(\fR\tjwtBundle\"[\n" +
 	"\aInbound\x12\x1a\n" +
 	"\bpolicies\x18\x01 \x03(\fR\bpolicies\x124\n" +
 	"\x05peers\x18\x02 \x03(\v2\x1e.bulwark.v1alpha1.PeerIdentityR\x05peers\"G\n" +
@@ -888,11 +1029,12 @@ const file_bulwark_proto_rawDesc = "" +
 	"\bEndpoint\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x1b\n" +
 	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x12\x1a\n" +
-	"\binstance\x18\x03 \x01(\tR\binstance2\xfa\x01\n" +
+	"\binstance\x18\x03 \x01(\tR\binstance2\xd6\x02\n" +
 	"\aControl\x12K\n" +
 	"\x06Attest\x12\x1f.bulwark.v1alpha1.AttestRequest\x1a .bulwark.v1alpha1.AttestResponse\x12Q\n" +
 	"\bSignSVID\x12!.bulwark.v1alpha1.SignSVIDRequest\x1a\".bulwark.v1alpha1.SignSVIDResponse\x12O\n" +
-	"\tSubscribe\x12\".bulwark.v1alpha1.SubscribeRequest\x1a\x1a.bulwark.v1alpha1.Snapshot(\x010\x01B6Z4github.com/bulwarkmesh/bulwark/api/v1alpha1;v1alpha1b\x06proto3"
+	"\tSubscribe\x12\".bulwark.v1alpha1.SubscribeRequest\x1a\x1a.bulwark.v1alpha1.Snapshot(\x010\x01\x12Z\n" +
+	"\vSignJWTSVID\x12$.bulwark.v1alpha1.SignJWTSVIDRequest\x1a%.bulwark.v1alpha1.SignJWTSVIDResponseB6Z4github.com/bulwarkmesh/bulwark/api/v1alpha1;v1alpha1b\x06proto3"
 
 var (
 	file_bulwark_proto_rawDescOnce sync.Once
@@ -906,39 +1048,43 @@ func file_bulwark_proto_rawDescGZIP() []byte {
 	return file_bulwark_proto_rawDescData
 }
 
-var file_bulwark_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_bulwark_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_bulwark_proto_goTypes = []any{
-	(*AttestRequest)(nil),    // 0: bulwark.v1alpha1.AttestRequest
-	(*AttestResponse)(nil),   // 1: bulwark.v1alpha1.AttestResponse
-	(*X509SVID)(nil),         // 2: bulwark.v1alpha1.X509SVID
-	(*SignSVIDRequest)(nil),  // 3: bulwark.v1alpha1.SignSVIDRequest
-	(*SignSVIDResponse)(nil), // 4: bulwark.v1alpha1.SignSVIDResponse
-	(*SubscribeRequest)(nil), // 5: bulwark.v1alpha1.SubscribeRequest
-	(*Node)(nil),             // 6: bulwark.v1alpha1.Node
-	(*Ack)(nil),              // 7: bulwark.v1alpha1.Ack
-	(*Snapshot)(nil),         // 8: bulwark.v1alpha1.Snapshot
-	(*Inbound)(nil),          // 9: bulwark.v1alpha1.Inbound
-	(*PeerIdentity)(nil),     // 10: bulwark.v1alpha1.PeerIdentity
-	(*Destination)(nil),      // 11: bulwark.v1alpha1.Destination
-	(*Endpoint)(nil),         // 12: bulwark.v1alpha1.Endpoint
+	(*SignJWTSVIDRequest)(nil),  // 0: bulwark.v1alpha1.SignJWTSVIDRequest
+	(*SignJWTSVIDResponse)(nil), // 1: bulwark.v1alpha1.SignJWTSVIDResponse
+	(*AttestRequest)(nil),       // 2: bulwark.v1alpha1.AttestRequest
+	(*AttestResponse)(nil),      // 3: bulwark.v1alpha1.AttestResponse
+	(*X509SVID)(nil),            // 4: bulwark.v1alpha1.X509SVID
+	(*SignSVIDRequest)(nil),     // 5: bulwark.v1alpha1.SignSVIDRequest
+	(*SignSVIDResponse)(nil),    // 6: bulwark.v1alpha1.SignSVIDResponse
+	(*SubscribeRequest)(nil),    // 7: bulwark.v1alpha1.SubscribeRequest
+	(*Node)(nil),                // 8: bulwark.v1alpha1.Node
+	(*Ack)(nil),                 // 9: bulwark.v1alpha1.Ack
+	(*Snapshot)(nil),            // 10: bulwark.v1alpha1.Snapshot
+	(*Inbound)(nil),             // 11: bulwark.v1alpha1.Inbound
+	(*PeerIdentity)(nil),        // 12: bulwark.v1alpha1.PeerIdentity
+	(*Destination)(nil),         // 13: bulwark.v1alpha1.Destination
+	(*Endpoint)(nil),            // 14: bulwark.v1alpha1.Endpoint
 }
 var file_bulwark_proto_depIdxs = []int32{
-	2,  // 0: bulwark.v1alpha1.AttestResponse.svid:type_name -> bulwark.v1alpha1.X509SVID
-	2,  // 1: bulwark.v1alpha1.SignSVIDResponse.svid:type_name -> bulwark.v1alpha1.X509SVID
-	6,  // 2: bulwark.v1alpha1.SubscribeRequest.node:type_name -> bulwark.v1alpha1.Node
-	7,  // 3: bulwark.v1alpha1.SubscribeRequest.ack:type_name -> bulwark.v1alpha1.Ack
-	9,  // 4: bulwark.v1alpha1.Snapshot.inbound:type_name -> bulwark.v1alpha1.Inbound
-	11, // 5: bulwark.v1alpha1.Snapshot.destinations:type_name -> bulwark.v1alpha1.Destination
-	10, // 6: bulwark.v1alpha1.Inbound.peers:type_name -> bulwark.v1alpha1.PeerIdentity
-	12, // 7: bulwark.v1alpha1.Destination.endpoints:type_name -> bulwark.v1alpha1.Endpoint
-	0,  // 8: bulwark.v1alpha1.Control.Attest:input_type -> bulwark.v1alpha1.AttestRequest
-	3,  // 9: bulwark.v1alpha1.Control.SignSVID:input_type -> bulwark.v1alpha1.SignSVIDRequest
-	5,  // 10: bulwark.v1alpha1.Control.Subscribe:input_type -> bulwark.v1alpha1.SubscribeRequest
-	1,  // 11: bulwark.v1alpha1.Control.Attest:output_type -> bulwark.v1alpha1.AttestResponse
-	4,  // 12: bulwark.v1alpha1.Control.SignSVID:output_type -> bulwark.v1alpha1.SignSVIDResponse
-	8,  // 13: bulwark.v1alpha1.Control.Subscribe:output_type -> bulwark.v1alpha1.Snapshot
-	11, // [11:14] is the sub-list for method output_type
-	8,  // [8:11] is the sub-list for method input_type
+	4,  // 0: bulwark.v1alpha1.AttestResponse.svid:type_name -> bulwark.v1alpha1.X509SVID
+	4,  // 1: bulwark.v1alpha1.SignSVIDResponse.svid:type_name -> bulwark.v1alpha1.X509SVID
+	8,  // 2: bulwark.v1alpha1.SubscribeRequest.node:type_name -> bulwark.v1alpha1.Node
+	9,  // 3: bulwark.v1alpha1.SubscribeRequest.ack:type_name -> bulwark.v1alpha1.Ack
+	11, // 4: bulwark.v1alpha1.Snapshot.inbound:type_name -> bulwark.v1alpha1.Inbound
+	13, // 5: bulwark.v1alpha1.Snapshot.destinations:type_name -> bulwark.v1alpha1.Destination
+	12, // 6: bulwark.v1alpha1.Inbound.peers:type_name -> bulwark.v1alpha1.PeerIdentity
+	14, // 7: bulwark.v1alpha1.Destination.endpoints:type_name -> bulwark.v1alpha1.Endpoint
+	2,  // 8: bulwark.v1alpha1.Control.Attest:input_type -> bulwark.v1alpha1.AttestRequest
+	5,  // 9: bulwark.v1alpha1.Control.SignSVID:input_type -> bulwark.v1alpha1.SignSVIDRequest
+	7,  // 10: bulwark.v1alpha1.Control.Subscribe:input_type -> bulwark.v1alpha1.SubscribeRequest
+	0,  // 11: bulwark.v1alpha1.Control.SignJWTSVID:input_type -> bulwark.v1alpha1.SignJWTSVIDRequest
+	3,  // 12: bulwark.v1alpha1.Control.Attest:output_type -> bulwark.v1alpha1.AttestResponse
+	6,  // 13: bulwark.v1alpha1.Control.SignSVID:output_type -> bulwark.v1alpha1.SignSVIDResponse
+	10, // 14: bulwark.v1alpha1.Control.Subscribe:output_type -> bulwark.v1alpha1.Snapshot
+	1,  // 15: bulwark.v1alpha1.Control.SignJWTSVID:output_type -> bulwark.v1alpha1.SignJWTSVIDResponse
+	12, // [12:16] is the sub-list for method output_type
+	8,  // [8:12] is the sub-list for method input_type
 	8,  // [8:8] is the sub-list for extension type_name
 	8,  // [8:8] is the sub-list for extension extendee
 	0,  // [0:8] is the sub-list for field type_name
@@ -949,7 +1095,7 @@ func file_bulwark_proto_init() {
 	if File_bulwark_proto != nil {
 		return
 	}
-	file_bulwark_proto_msgTypes[5].OneofWrappers = []any{
+	file_bulwark_proto_msgTypes[7].OneofWrappers = []any{
 		(*SubscribeRequest_Node)(nil),
 		(*SubscribeRequest_Ack)(nil),
 	}
@@ -959,7 +1105,7 @@ func file_bulwark_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_bulwark_proto_rawDesc), len(file_bulwark_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

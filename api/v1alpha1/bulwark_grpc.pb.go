@@ -24,9 +24,10 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Control_Attest_FullMethodName    = "/bulwark.v1alpha1.Control/Attest"
-	Control_SignSVID_FullMethodName  = "/bulwark.v1alpha1.Control/SignSVID"
-	Control_Subscribe_FullMethodName = "/bulwark.v1alpha1.Control/Subscribe"
+	Control_Attest_FullMethodName      = "/bulwark.v1alpha1.Control/Attest"
+	Control_SignSVID_FullMethodName    = "/bulwark.v1alpha1.Control/SignSVID"
+	Control_Subscribe_FullMethodName   = "/bulwark.v1alpha1.Control/Subscribe"
+	Control_SignJWTSVID_FullMethodName = "/bulwark.v1alpha1.Control/SignJWTSVID"
 )
 
 // ControlClient is the client API for Control service.
@@ -46,6 +47,10 @@ type ControlClient interface {
 	// Subscribe registers the proxy (first message: Node) and streams complete,
 	// versioned snapshots for it. The proxy ACKs or NACKs each version.
 	Subscribe(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SubscribeRequest, Snapshot], error)
+	// SignJWTSVID mints a JWT-SVID for the caller's identity (taken from its
+	// X509-SVID), bound to the requested audiences, for the proxy's SPIFFE
+	// Workload API.
+	SignJWTSVID(ctx context.Context, in *SignJWTSVIDRequest, opts ...grpc.CallOption) (*SignJWTSVIDResponse, error)
 }
 
 type controlClient struct {
@@ -89,6 +94,16 @@ func (c *controlClient) Subscribe(ctx context.Context, opts ...grpc.CallOption) 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Control_SubscribeClient = grpc.BidiStreamingClient[SubscribeRequest, Snapshot]
 
+func (c *controlClient) SignJWTSVID(ctx context.Context, in *SignJWTSVIDRequest, opts ...grpc.CallOption) (*SignJWTSVIDResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SignJWTSVIDResponse)
+	err := c.cc.Invoke(ctx, Control_SignJWTSVID_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ControlServer is the server API for Control service.
 // All implementations must embed UnimplementedControlServer
 // for forward compatibility.
@@ -106,6 +121,10 @@ type ControlServer interface {
 	// Subscribe registers the proxy (first message: Node) and streams complete,
 	// versioned snapshots for it. The proxy ACKs or NACKs each version.
 	Subscribe(grpc.BidiStreamingServer[SubscribeRequest, Snapshot]) error
+	// SignJWTSVID mints a JWT-SVID for the caller's identity (taken from its
+	// X509-SVID), bound to the requested audiences, for the proxy's SPIFFE
+	// Workload API.
+	SignJWTSVID(context.Context, *SignJWTSVIDRequest) (*SignJWTSVIDResponse, error)
 	mustEmbedUnimplementedControlServer()
 }
 
@@ -124,6 +143,9 @@ func (UnimplementedControlServer) SignSVID(context.Context, *SignSVIDRequest) (*
 }
 func (UnimplementedControlServer) Subscribe(grpc.BidiStreamingServer[SubscribeRequest, Snapshot]) error {
 	return status.Errorf(codes.Unimplemented, "method Subscribe not implemented")
+}
+func (UnimplementedControlServer) SignJWTSVID(context.Context, *SignJWTSVIDRequest) (*SignJWTSVIDResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method SignJWTSVID not implemented")
 }
 func (UnimplementedControlServer) mustEmbedUnimplementedControlServer() {}
 func (UnimplementedControlServer) testEmbeddedByValue()                 {}
@@ -189,6 +211,24 @@ func _Control_Subscribe_Handler(srv interface{}, stream grpc.ServerStream) error
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Control_SubscribeServer = grpc.BidiStreamingServer[SubscribeRequest, Snapshot]
 
+func _Control_SignJWTSVID_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SignJWTSVIDRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServer).SignJWTSVID(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Control_SignJWTSVID_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServer).SignJWTSVID(ctx, req.(*SignJWTSVIDRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Control_ServiceDesc is the grpc.ServiceDesc for Control service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -203,6 +243,10 @@ var Control_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SignSVID",
 			Handler:    _Control_SignSVID_Handler,
+		},
+		{
+			MethodName: "SignJWTSVID",
+			Handler:    _Control_SignJWTSVID_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/bulwarkmesh/bulwark/internal/mtls"
+	"github.com/bulwarkmesh/bulwark/internal/registry"
 	"github.com/bulwarkmesh/bulwark/internal/resource"
 )
 
@@ -155,4 +156,35 @@ func (c *Client) CreateToken(ctx context.Context, req TokenRequest) (TokenRespon
 		return TokenResponse{}, fmt.Errorf("decode token answer: %w", err)
 	}
 	return tr, nil
+}
+
+// CAStatus returns the workload CA's state.
+func (c *Client) CAStatus(ctx context.Context) (CAStatus, error) {
+	var out CAStatus
+	body, _, err := c.do(ctx, http.MethodGet, "/v1/ca", nil, http.StatusOK)
+	if err != nil {
+		return out, err
+	}
+	return out, json.Unmarshal(body, &out)
+}
+
+// RotateCA starts a root rotation ("root") or rotates the intermediate
+// ("intermediate") and returns the CA's state after it.
+func (c *Client) RotateCA(ctx context.Context, req RotateRequest) (CAStatus, error) {
+	var out CAStatus
+	body, _, err := c.do(ctx, http.MethodPost, "/v1/ca/rotate", req, http.StatusOK)
+	if err != nil {
+		return out, err
+	}
+	return out, json.Unmarshal(body, &out)
+}
+
+// Revoke revokes the proxies of a service, or one instance.
+func (c *Client) Revoke(ctx context.Context, req RevokeRequest) (registry.Revoked, error) {
+	var out registry.Revoked
+	body, _, err := c.do(ctx, http.MethodPost, "/v1/proxies/revoke", req, http.StatusOK)
+	if err != nil {
+		return out, err
+	}
+	return out, json.Unmarshal(body, &out)
 }

@@ -17,6 +17,10 @@
 //	GET    /v1/namespaces/{ns}/{plural}/{name}     -> one object
 //	DELETE /v1/namespaces/{ns}/{plural}/{name}     -> result
 //	POST   /v1/tokens                             {"service","identity","ttl"} -> {"token","expiresAt",...}
+//	GET    /v1/ca                                  -> CAStatus
+//	POST   /v1/ca/rotate                          {"target":"root"|"intermediate"} -> CAStatus
+//	GET    /v1/ca/jwks                             -> the JWT-SVID bundle (JWKS)
+//	POST   /v1/proxies/revoke                     {"namespace","service","instance"} -> registry.Revoked
 package admin
 
 import (
@@ -54,6 +58,8 @@ type Config struct {
 	TrustDomain string
 	// Pin is the root CA pin embedded in created join tokens; "" for none.
 	Pin func() string
+	// CA serves `bulwark ca status/rotate`; nil answers 501.
+	CA CA
 	// Logger, default discard.
 	Logger *slog.Logger
 }
@@ -79,6 +85,10 @@ func New(cfg Config) (*Server, error) {
 	s.mux.Handle("GET /v1/namespaces/{ns}/{plural}/{name}", s.operator(s.get))
 	s.mux.Handle("DELETE /v1/namespaces/{ns}/{plural}/{name}", s.operator(s.deleteOne))
 	s.mux.Handle("POST /v1/tokens", s.operator(s.createToken))
+	s.mux.Handle("GET /v1/ca", s.operator(s.caStatus))
+	s.mux.Handle("POST /v1/ca/rotate", s.operator(s.caRotate))
+	s.mux.Handle("GET /v1/ca/jwks", s.operator(s.jwks))
+	s.mux.Handle("POST /v1/proxies/revoke", s.operator(s.revoke))
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if _, err := operatorName(r); err != nil {
 			writeError(w, errUnauthenticated)
@@ -347,6 +357,8 @@ func ProxyView(p registry.Proxy) *config.Proxy {
 			Address:         p.Address,
 			Connected:       p.Connected,
 			SVIDSerial:      p.SVIDSerial,
+			SVIDAuthority:   p.SVIDAuthority,
+			BundleVersion:   p.BundleVersion,
 			SnapshotVersion: p.SnapshotVersion,
 			AckedVersion:    p.AckedVersion,
 			LastNack:        p.LastNack,

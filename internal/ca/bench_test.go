@@ -78,6 +78,62 @@ func BenchmarkIssueFromCSR(b *testing.B) {
 	reportRate(b, n, 1)
 }
 
+// BenchmarkIssueFromCSRParallel is BenchmarkIssueFromCSR on every core:
+// the issuance rate of one control plane under a renewal storm.
+func BenchmarkIssueFromCSRParallel(b *testing.B) {
+	c := newFixture(b).newCA(b)
+	der := newCSR(b, newKey(b))
+	id := workloadID(b, "default", "api")
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			pub, err := ca.ParseCSR(der)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			if _, err := c.SignSVID(pub, id, 0); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	reportRate(b, b.N, runtime.GOMAXPROCS(0))
+}
+
+// BenchmarkSignSVIDDuringRotation signs while a root rotation is activated
+// (two roots in the bundle), to show that rotation adds nothing to
+// issuance.
+func BenchmarkSignSVIDDuringRotation(b *testing.B) {
+	c := newFixture(b).newCA(b)
+	mustPrepare(b, c)
+	mustActivate(b, c)
+	pub := &newKey(b).PublicKey
+	id := workloadID(b, "default", "api")
+	b.ReportAllocs()
+	n := 0
+	for b.Loop() {
+		if _, err := c.SignSVID(pub, id, 0); err != nil {
+			b.Fatal(err)
+		}
+		n++
+	}
+	reportRate(b, n, 1)
+}
+
+// BenchmarkSignJWTSVID is the cost of one JWT-SVID (ES256).
+func BenchmarkSignJWTSVID(b *testing.B) {
+	a := newFixture(b).newJWT(b)
+	id := workloadID(b, "default", "web")
+	aud := []string{"spiffe://bulwark.test/ns/default/sa/api"}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := a.SignJWTSVID(id, aud); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 // reportRate reports n operations over the benchmark's elapsed time as
 // SVIDs per second per core, with cores running them.
 func reportRate(b *testing.B, n, cores int) {

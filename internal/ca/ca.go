@@ -19,16 +19,19 @@
 // The operator CA has no URI SAN, and operator certificates have none, so
 // neither CA's certificates verify under the other.
 //
-// Caveats: the workload intermediate is renewed only when New runs (when
-// less than a third of its lifetime is left); a control plane that runs
-// longer than that needs the rotation job (ca/rotation). Roots are never
-// renewed here: an expired root is an error at start. crypto/x509 matches
-// the intermediate's URI name constraint like a DNS one, so it lets
-// subdomains of the trust domain through; SPIFFE verification still
-// refuses them, because it picks the bundle by the exact trust domain.
-// Several control planes share one CA only if they share its keys (one
-// KeyManager, such as a KMS): with a Disk each, a replica that loads
-// another's records fails for the missing key.
+// The workload CA changes only through rotation (rotate.go): root rotation
+// in phases (prepared, activated, retired) with every phase one
+// compare-and-swap write, and intermediate rotation; package ca/rotation
+// decides when. A CA reloads its records (Reload) to follow another
+// replica's rotation. The JWT-SVID signing key (jwt.go) is kept the same
+// way.
+//
+// Caveats: crypto/x509 matches the intermediate's URI name constraint like
+// a DNS one, so it lets subdomains of the trust domain through; SPIFFE
+// verification still refuses them, because it picks the bundle by the exact
+// trust domain. Several control planes share one CA only if they share its
+// keys (one KeyManager, such as a KMS): with a Disk each, a replica that
+// loads another's records fails for the missing key.
 package ca
 
 import (
@@ -39,6 +42,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
@@ -144,25 +149,56 @@ func (c Config) withWorkloadDefaults() (Config, error) {
 }
 
 // CA is the workload CA: it signs X509-SVIDs and the control plane's
-// serving certificates with the intermediate, under the root. It is
-// immutable after New and safe for concurrent use.
+// serving certificates with the intermediate, under the root. It is safe for
+// concurrent use. Its material changes only through rotation (rotate.go)
+// and Reload; every method reads one consistent generation of it.
 type CA struct {
-	td      spiffeid.TrustDomain
-	clock   clock.Clock
-	svidTTL time.Duration
+	td       spiffeid.TrustDomain
+	clock    clock.Clock
+	svidTTL  time.Duration
+	rootTTL  time.Duration
+	interTTL time.Duration
+	custody  *custody
+	logger   *slog.Logger
 
-	root         *x509.Certificate
-	intermediate *x509.Certificate
-	// signer is the intermediate's key. The root's key is used only in
-	// New, to sign a new intermediate, and not kept.
-	signer crypto.Signer
+	cur atomic.Pointer[generation]
+	// mu serializes this process's rotation operations; other control
+	// planes are kept out by compare-and-swap.
+	mu sync.Mutex
+}
+
+// generation is one consistent view of the workload CA's records.
+type generation struct {
+	// root signs intermediate; intermediate signs SVIDs.
+	root, intermediate *authority
+	// rotation is the rotation record (zero when none was ever written)
+	// and its ModRevision (0: absent).
+	rotation    rotationRecord
+	rotationRev int64
+	// other is the second root of the bundle during a root rotation: the
+	// new root while prepared, the old one while activated.
+	other *x509.Certificate
+}
+
+// bundle returns the roots proxies trust: the signing root and, during a
+// root rotation, the other one, oldest first.
+func (g *generation) bundle() []*x509.Certificate {
+	roots := []*x509.Certificate{g.root.cert}
+	if g.other != nil {
+		roots = append(roots, g.other)
+		if g.other.NotBefore.Before(g.root.cert.NotBefore) {
+			roots[0], roots[1] = roots[1], roots[0]
+		}
+	}
+	return roots
 }
 
 // New starts the workload CA of cfg.TrustDomain. It loads the root and the
 // intermediate from the store, and creates them on the first start (when
 // several control planes start at once, one creation wins and the others
 // load it). It issues a new intermediate under the root when the stored one
-// has less than a third of its lifetime left.
+// has less than a third of its lifetime left, and resumes a root rotation
+// left in the store.
 //
 // It fails, and writes nothing, when a record is corrupted, belongs to
 // another trust domain, or its key is missing from cfg.Keys or does not
@@ -174,20 +210,46 @@ func New(ctx context.Context, cfg Config) (*CA, error) {
 	}
 	td := cfg.TrustDomain
 	logger := cfg.Logger.With(telemetry.KeyComponent, "ca", telemetry.KeyTrustDomain, td.Name())
-	c := &custody{store: cfg.Store, keys: cfg.Keys, logger: logger}
+	c := &CA{
+		td: td, clock: cfg.Clock, svidTTL: cfg.SVIDTTL, rootTTL: cfg.RootTTL, interTTL: cfg.IntermediateTTL,
+		custody: &custody{store: cfg.Store, keys: cfg.Keys, logger: logger},
+		logger:  logger,
+	}
 	now := cfg.Clock.Now()
 
-	root, err := c.loadOrCreate(ctx, spec{
+	root, err := c.custody.loadOrCreate(ctx, c.rootSpec(now))
+	if err != nil {
+		return nil, fmt.Errorf("start workload ca: %w", err)
+	}
+	if lifetimeLeft(root.cert, now) < renewBelow {
+		logger.Warn("workload root nears expiry, rotate it", telemetry.KeyExpiry, root.cert.NotAfter)
+	}
+	inter, err := c.custody.loadOrCreate(ctx, c.intermediateSpec(root, now))
+	if err != nil {
+		return nil, fmt.Errorf("start workload ca: %w", err)
+	}
+	if err := c.Reload(ctx); err != nil {
+		return nil, fmt.Errorf("start workload ca: %w", err)
+	}
+	if g := c.cur.Load(); g.intermediate.cert.SerialNumber.Cmp(inter.cert.SerialNumber) != 0 {
+		// Another control plane rotated between the reads: Reload's
+		// view is the newer one.
+		logger.Info("ca changed during start, using the newer records")
+	}
+	return c, nil
+}
+
+// rootSpec is how the workload root record is checked and created.
+func (c *CA) rootSpec(now time.Time) spec {
+	td := c.td
+	return spec{
 		key:        keyWorkloadRoot,
 		keyPrefix:  keyPrefixWorkloadRoot,
 		what:       "workload root",
-		dependents: []string{keyWorkloadIntermediate},
+		dependents: []string{keyWorkloadIntermediate, keyWorkloadRotation},
 		check: func(cert *x509.Certificate) error {
-			if err := checkWorkloadCA(cert, td); err != nil {
+			if err := checkWorkloadRoot(cert, td); err != nil {
 				return err
-			}
-			if err := cert.CheckSignatureFrom(cert); err != nil {
-				return fmt.Errorf("%w: root is not self-signed: %v", ErrCorruptRecord, err)
 			}
 			if !now.Before(cert.NotAfter) {
 				return fmt.Errorf("%w: root expired at %s", ErrExpired, cert.NotAfter.Format(time.RFC3339))
@@ -195,59 +257,66 @@ func New(ctx context.Context, cfg Config) (*CA, error) {
 			return nil
 		},
 		create: func(signer crypto.Signer) (*x509.Certificate, error) {
-			tmpl, err := workloadRootTemplate(signer.Public(), td, now, cfg.RootTTL)
+			tmpl, err := workloadRootTemplate(signer.Public(), td, now, c.rootTTL)
 			if err != nil {
 				return nil, err
 			}
 			return sign(tmpl, tmpl, signer.Public(), signer)
 		},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("start workload ca: %w", err)
 	}
-	if lifetimeLeft(root.cert, now) < renewBelow {
-		logger.Warn("workload root nears expiry, rotate it", telemetry.KeyExpiry, root.cert.NotAfter)
-	}
+}
 
-	inter, err := c.loadOrCreate(ctx, spec{
+// checkWorkloadRoot checks a workload root of td beyond its key.
+func checkWorkloadRoot(cert *x509.Certificate, td spiffeid.TrustDomain) error {
+	if err := checkWorkloadCA(cert, td); err != nil {
+		return err
+	}
+	if err := cert.CheckSignatureFrom(cert); err != nil {
+		return fmt.Errorf("%w: root is not self-signed: %v", ErrCorruptRecord, err)
+	}
+	return nil
+}
+
+// intermediateSpec is how the workload intermediate record under root is
+// checked, created and renewed.
+func (c *CA) intermediateSpec(root *authority, now time.Time) spec {
+	td := c.td
+	return spec{
 		key:       keyWorkloadIntermediate,
 		keyPrefix: keyPrefixWorkloadIntermediate,
 		what:      "workload intermediate",
-		check: func(cert *x509.Certificate) error {
-			if err := checkWorkloadCA(cert, td); err != nil {
-				return err
-			}
-			if publicKeysEqual(cert.PublicKey, root.cert.PublicKey) {
-				return fmt.Errorf("%w: intermediate has the root's key", ErrCorruptRecord)
-			}
-			if err := cert.CheckSignatureFrom(root.cert); err != nil {
-				return fmt.Errorf("%w: intermediate is not signed by the workload root: %v", ErrCorruptRecord, err)
-			}
-			return nil
-		},
+		check:     func(cert *x509.Certificate) error { return checkIntermediate(cert, root.cert, td) },
 		create: func(signer crypto.Signer) (*x509.Certificate, error) {
-			tmpl, err := intermediateTemplate(signer.Public(), td, now, cfg.IntermediateTTL, root.cert)
-			if err != nil {
-				return nil, err
-			}
-			return sign(tmpl, root.cert, signer.Public(), root.signer)
+			return c.newIntermediate(signer, root, now)
 		},
 		renew: func(cert *x509.Certificate) bool { return lifetimeLeft(cert, now) < renewBelow },
 		// The intermediate is written only under the root it was
 		// signed by.
 		guard: []store.Cmp{{Key: keyWorkloadRoot, ModRevision: root.rev}},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("start workload ca: %w", err)
 	}
-	return &CA{
-		td:           td,
-		clock:        cfg.Clock,
-		svidTTL:      cfg.SVIDTTL,
-		root:         root.cert,
-		intermediate: inter.cert,
-		signer:       inter.signer,
-	}, nil
+}
+
+// checkIntermediate checks a workload intermediate of td under root.
+func checkIntermediate(cert, root *x509.Certificate, td spiffeid.TrustDomain) error {
+	if err := checkWorkloadCA(cert, td); err != nil {
+		return err
+	}
+	if publicKeysEqual(cert.PublicKey, root.PublicKey) {
+		return fmt.Errorf("%w: intermediate has the root's key", ErrCorruptRecord)
+	}
+	if err := cert.CheckSignatureFrom(root); err != nil {
+		return fmt.Errorf("%w: intermediate is not signed by the workload root: %v", ErrCorruptRecord, err)
+	}
+	return nil
+}
+
+// newIntermediate signs an intermediate for signer's key under root.
+func (c *CA) newIntermediate(signer crypto.Signer, root *authority, now time.Time) (*x509.Certificate, error) {
+	tmpl, err := intermediateTemplate(signer.Public(), c.td, now, c.interTTL, root.cert)
+	if err != nil {
+		return nil, err
+	}
+	return sign(tmpl, root.cert, signer.Public(), root.signer)
 }
 
 // checkWorkloadCA checks that cert is a CA of trust domain td: its only URI
@@ -266,15 +335,37 @@ func checkWorkloadCA(cert *x509.Certificate, td spiffeid.TrustDomain) error {
 	return nil
 }
 
-// Roots returns the trust anchors of X509-SVIDs: today the one root. The
-// slice is the caller's; the certificates must not be modified.
+// Roots returns the trust anchors of X509-SVIDs: the root that signs now
+// and, during a root rotation, the other one. The slice is the caller's;
+// the certificates must not be modified.
 func (c *CA) Roots() []*x509.Certificate {
-	return []*x509.Certificate{c.root}
+	return c.cur.Load().bundle()
 }
+
+// SigningRoot returns the root the current intermediate chains to.
+func (c *CA) SigningRoot() *x509.Certificate { return c.cur.Load().root.cert }
+
+// SigningAuthority returns the subject key ID of the intermediate that
+// signs X509-SVIDs now. A proxy whose SVID has another authority key ID
+// renews early.
+func (c *CA) SigningAuthority() []byte { return c.cur.Load().intermediate.cert.SubjectKeyId }
+
+// BundleVersion returns the version of Roots: it grows whenever the set of
+// roots changes.
+func (c *CA) BundleVersion() int64 { return c.cur.Load().rotation.bundleVersion() }
 
 // Bundle returns a new X.509 bundle of the trust domain holding Roots.
 func (c *CA) Bundle() *x509bundle.Bundle {
 	return x509bundle.FromX509Authorities(c.td, c.Roots())
+}
+
+// GetX509BundleForTrustDomain implements x509bundle.Source with the current
+// roots, so TLS configs built on the CA follow rotations.
+func (c *CA) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509bundle.Bundle, error) {
+	if td != c.td {
+		return nil, fmt.Errorf("no trust bundle for trust domain %q", td)
+	}
+	return c.Bundle(), nil
 }
 
 // SVIDTTL returns the lifetime of an X509-SVID signed with ttl 0.
@@ -286,13 +377,14 @@ func (c *CA) SVIDTTL() time.Duration { return c.svidTTL }
 // must be a member of the trust domain with a path (ErrNotMember); pub must
 // be a key ParseCSR accepts (ErrUnsupportedKey).
 func (c *CA) SignSVID(pub crypto.PublicKey, id spiffeid.ID, ttl time.Duration) ([]*x509.Certificate, error) {
-	leaf, err := c.signLeaf(pub, id, ttl, func(now time.Time, ttl time.Duration) (*x509.Certificate, error) {
-		return svidTemplate(pub, id, now, ttl, c.intermediate)
+	g := c.cur.Load()
+	leaf, err := c.signLeaf(g, pub, id, ttl, func(now time.Time, ttl time.Duration) (*x509.Certificate, error) {
+		return svidTemplate(pub, id, now, ttl, g.intermediate.cert)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("sign svid %s: %w", id, err)
 	}
-	return []*x509.Certificate{leaf, c.intermediate}, nil
+	return []*x509.Certificate{leaf, g.intermediate.cert}, nil
 }
 
 // SignServing issues the control plane's serving certificate: an X509-SVID
@@ -306,18 +398,19 @@ func (c *CA) SignServing(pub crypto.PublicKey, id spiffeid.ID, dnsNames []string
 	if err := checkSANs(dnsNames, ips); err != nil {
 		return nil, fmt.Errorf("sign serving certificate %s: %w", id, err)
 	}
-	leaf, err := c.signLeaf(pub, id, ttl, func(now time.Time, ttl time.Duration) (*x509.Certificate, error) {
-		return servingTemplate(pub, id, dnsNames, ips, now, ttl, c.intermediate)
+	g := c.cur.Load()
+	leaf, err := c.signLeaf(g, pub, id, ttl, func(now time.Time, ttl time.Duration) (*x509.Certificate, error) {
+		return servingTemplate(pub, id, dnsNames, ips, now, ttl, g.intermediate.cert)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("sign serving certificate %s: %w", id, err)
 	}
-	return []*x509.Certificate{leaf, c.intermediate, c.root}, nil
+	return []*x509.Certificate{leaf, g.intermediate.cert, g.root.cert}, nil
 }
 
 // signLeaf checks id, pub and ttl and signs the template tmpl returns with
 // the intermediate.
-func (c *CA) signLeaf(pub crypto.PublicKey, id spiffeid.ID, ttl time.Duration, tmpl func(now time.Time, ttl time.Duration) (*x509.Certificate, error)) (*x509.Certificate, error) {
+func (c *CA) signLeaf(g *generation, pub crypto.PublicKey, id spiffeid.ID, ttl time.Duration, tmpl func(now time.Time, ttl time.Duration) (*x509.Certificate, error)) (*x509.Certificate, error) {
 	if err := checkMember(id, c.td); err != nil {
 		return nil, err
 	}
@@ -329,14 +422,14 @@ func (c *CA) signLeaf(pub crypto.PublicKey, id spiffeid.ID, ttl time.Duration, t
 		return nil, err
 	}
 	now := c.clock.Now()
-	if !now.Before(c.intermediate.NotAfter) {
-		return nil, fmt.Errorf("%w: intermediate expired at %s", ErrExpired, c.intermediate.NotAfter.Format(time.RFC3339))
+	if !now.Before(g.intermediate.cert.NotAfter) {
+		return nil, fmt.Errorf("%w: intermediate expired at %s", ErrExpired, g.intermediate.cert.NotAfter.Format(time.RFC3339))
 	}
 	t, err := tmpl(now, ttl)
 	if err != nil {
 		return nil, err
 	}
-	return sign(t, c.intermediate, pub, c.signer)
+	return sign(t, g.intermediate.cert, pub, g.intermediate.signer)
 }
 
 // checkMember accepts SPIFFE IDs of td that have a path: the trust

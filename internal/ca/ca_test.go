@@ -569,11 +569,7 @@ func TestRestartKeepsCA(t *testing.T) {
 			f.clock.Advance(24 * time.Hour)
 			if f.keyDir != "" {
 				// A restarted process opens a new Disk on the dir.
-				d, err := keymanager.NewDisk(f.keyDir)
-				if err != nil {
-					t.Fatal(err)
-				}
-				f.keys = d
+				f.keys = openDisk(t, f.keyDir)
 			}
 			second := f.newCA(t)
 			if !second.Roots()[0].Equal(first.Roots()[0]) {
@@ -892,10 +888,11 @@ func TestIntermediateRenewal(t *testing.T) {
 			if err := inter.CheckSignatureFrom(root); err != nil {
 				t.Errorf("renewed intermediate is not signed by the root: %v", err)
 			}
-			// The old key is kept: SVIDs under the old intermediate
-			// stay valid until they expire.
-			if _, err := f.keys.GetKey(context.Background(), oldKeyID); err != nil {
-				t.Errorf("old intermediate key after renewal: %v", err)
+			// The old key is deleted: it signs nothing any more, and
+			// SVIDs under the old intermediate carry its certificate,
+			// which stays valid.
+			if _, err := f.keys.GetKey(context.Background(), oldKeyID); !errors.Is(err, keymanager.ErrNotFound) {
+				t.Errorf("old intermediate key after renewal: got %v, want ErrNotFound", err)
 			}
 		})
 	}

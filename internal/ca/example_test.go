@@ -29,7 +29,11 @@ func Example() {
 	st, err := bolt.Open(filepath.Join(dir, "store.db"), bolt.Config{})
 	check(err)
 	defer st.Close()
-	keys, err := keymanager.NewDisk(filepath.Join(dir, "keys"))
+	// CA keys are encrypted at rest with a key file (or a passphrase).
+	check(keymanager.CreateKeyFile(filepath.Join(dir, "ca.key")))
+	secret, err := keymanager.KeyFileSecret(filepath.Join(dir, "ca.key"))
+	check(err)
+	keys, err := keymanager.NewDisk(filepath.Join(dir, "keys"), secret, nil)
 	check(err)
 
 	td := spiffeid.RequireTrustDomainFromString("bulwark.local")

@@ -8,6 +8,8 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -59,13 +61,30 @@ func newFixture(t testing.TB) *fixture {
 func newDiskFixture(t testing.TB) *fixture {
 	t.Helper()
 	f := newFixture(t)
-	f.keyDir = t.TempDir()
-	d, err := keymanager.NewDisk(f.keyDir)
+	f.keyDir = filepath.Join(t.TempDir(), "keys")
+	f.keys = openDisk(t, f.keyDir)
+	return f
+}
+
+// openDisk opens a Disk key manager on dir, encrypted with a key file next
+// to it (created on the first call).
+func openDisk(t testing.TB, dir string) *keymanager.Disk {
+	t.Helper()
+	keyFile := dir + ".key"
+	if _, err := os.Stat(keyFile); err != nil {
+		if err := keymanager.CreateKeyFile(keyFile); err != nil {
+			t.Fatal(err)
+		}
+	}
+	secret, err := keymanager.KeyFileSecret(keyFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.keys = d
-	return f
+	d, err := keymanager.NewDisk(dir, secret, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
 }
 
 func (f *fixture) config() ca.Config {

@@ -25,7 +25,13 @@ import (
 const (
 	keyWorkloadRoot         = "/ca/workload/root"
 	keyWorkloadIntermediate = "/ca/workload/intermediate"
-	keyOperatorRoot         = "/ca/operator/root"
+	// keyWorkloadRotation holds the bundle version and the state of a
+	// root rotation (rotate.go).
+	keyWorkloadRotation = "/ca/workload/rotation"
+	// prefixWorkload is the prefix of every workload CA record, read
+	// together by Reload.
+	prefixWorkload  = "/ca/workload/"
+	keyOperatorRoot = "/ca/operator/root"
 )
 
 // Key id prefixes; a key id is "<prefix>-<8 hex>", fresh for every key, so
@@ -52,6 +58,8 @@ type record struct {
 type authority struct {
 	cert   *x509.Certificate
 	signer crypto.Signer
+	// keyID names signer in the key manager.
+	keyID string
 	// rev is the ModRevision of the record, for compare-and-swap.
 	rev int64
 }
@@ -124,6 +132,10 @@ func (c *custody) loadOrCreate(ctx context.Context, s spec) (*authority, error) 
 			return nil, err
 		}
 		if a != nil {
+			// The replaced certificate's key signs nothing any more.
+			if err := c.keys.Delete(ctx, a.keyID); err != nil {
+				c.logger.Warn("delete replaced ca key", telemetry.KeyName, a.keyID, telemetry.KeyErr, err)
+			}
 			c.logger.Info("ca certificate renewed", telemetry.KeyName, s.key,
 				telemetry.KeySerial, created.cert.SerialNumber.Text(16), telemetry.KeyExpiry, created.cert.NotAfter,
 				telemetry.KeyDetail, "previous serial "+a.cert.SerialNumber.Text(16)+" expiring "+a.cert.NotAfter.Format(time.RFC3339))
@@ -146,6 +158,11 @@ func (c *custody) load(ctx context.Context, s spec) (*authority, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load %s: %w", s.what, err)
 	}
+	return c.loadKV(ctx, s, kv)
+}
+
+// loadKV checks the stored record kv of s and fetches its key.
+func (c *custody) loadKV(ctx context.Context, s spec, kv store.KV) (*authority, error) {
 	rec, cert, err := decodeRecord(kv.Value)
 	if err != nil {
 		return nil, fmt.Errorf("load %s: %w %s: %v", s.what, ErrCorruptRecord, s.key, err)
@@ -165,7 +182,7 @@ func (c *custody) load(ctx context.Context, s spec) (*authority, error) {
 	if !publicKeysEqual(signer.Public(), cert.PublicKey) {
 		return nil, fmt.Errorf("load %s: key %q of %s: %w", s.what, rec.KeyID, s.key, ErrKeyMismatch)
 	}
-	return &authority{cert: cert, signer: signer, rev: kv.ModRevision}, nil
+	return &authority{cert: cert, signer: signer, keyID: rec.KeyID, rev: kv.ModRevision}, nil
 }
 
 // checkNoDependents fails when a record issued under the missing record of
@@ -215,12 +232,16 @@ func (c *custody) create(ctx context.Context, s spec, rev int64) (*authority, er
 	}
 	newRev, err := c.store.Txn(ctx, cmps, []store.Op{{Key: s.key, Value: value}})
 	if err != nil {
-		// On conflict the key stays in the key manager unused: the
-		// interface has no delete, and deleting is riskier than
-		// keeping a spare key.
+		// On a conflict nothing refers to the new key: delete it. On
+		// another error the write may have happened after all: keep it.
+		if errors.Is(err, store.ErrConflict) {
+			if derr := c.keys.Delete(ctx, keyID); derr != nil {
+				c.logger.Warn("delete unused ca key", telemetry.KeyName, keyID, telemetry.KeyErr, derr)
+			}
+		}
 		return nil, fmt.Errorf("create %s: write %s: %w", s.what, s.key, err)
 	}
-	return &authority{cert: cert, signer: signer, rev: newRev}, nil
+	return &authority{cert: cert, signer: signer, keyID: keyID, rev: newRev}, nil
 }
 
 // newKeyID returns a fresh key id with prefix that the key manager does not

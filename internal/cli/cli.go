@@ -93,16 +93,23 @@ unless a policy allows it.`,
 	root.AddCommand(
 		newVersionCmd(g),
 		newControlCmd(g),
-		newProxyCmd(g),
+		withSubcommands(newProxyCmd(g), newProxyRevokeCmd(g)),
 		newUpCmd(g),
 		newApplyCmd(g),
 		newGetCmd(g),
 		newDeleteCmd(g),
 		newTokenCmd(g),
+		newCACmd(g),
 		newExampleAppCmd(g),
 	)
 	markUsageErrors(root)
 	return root
+}
+
+// withSubcommands adds subs to cmd and returns it.
+func withSubcommands(cmd *cobra.Command, subs ...*cobra.Command) *cobra.Command {
+	cmd.AddCommand(subs...)
+	return cmd
 }
 
 // markUsageErrors makes argument errors of every command usage errors (exit

@@ -47,6 +47,7 @@ for proxies (gRPC on --listen) and the admin API for operators (HTTPS on
 				return err
 			}
 			cfg.Logger = logger
+			cfg.CAKeyPassphrase = os.Getenv(control.EnvCAKeyPassphrase)
 			return control.Run(cmd.Context(), cfg)
 		},
 	}
@@ -56,6 +57,8 @@ for proxies (gRPC on --listen) and the admin API for operators (HTTPS on
 	f.StringVar(&cfg.Listen, "listen", control.DefaultListen, "gRPC address for proxies")
 	f.StringVar(&cfg.AdminListen, "admin-listen", control.DefaultAdminListen, "admin API address (HTTPS, operator client certificates)")
 	f.DurationVar(&cfg.SVIDTTL, "svid-ttl", control.DefaultSVIDTTL, "lifetime of workload certificates (1m to 24h)")
+	f.StringVar(&cfg.MetricsListen, "metrics", "", "address to serve Prometheus /metrics on (plain HTTP; off when empty)")
+	f.StringVar(&cfg.CAKeyFile, "ca-key-file", "", "file of the 32-byte key that encrypts the CA keys at rest (or set $"+control.EnvCAKeyPassphrase+"; default: <data-dir>/ca-key, created on first start)")
 	return cmd
 }
 

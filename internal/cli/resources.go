@@ -347,7 +347,7 @@ func tableFor(kind string) ([]string, func(config.Object) []string) {
 			return []string{p.Metadata.Name, svc, string(p.Spec.Action), strconv.Itoa(len(p.Spec.Rules)), age(p.Metadata.CreationTimestamp)}
 		}
 	case config.KindProxy:
-		return []string{"NAME", "SERVICE", "IDENTITY", "ADDRESS", "CONNECTED", "SVID-EXPIRES", "SNAPSHOT"}, func(o config.Object) []string {
+		return []string{"NAME", "SERVICE", "IDENTITY", "ADDRESS", "CONNECTED", "SVID-SERIAL", "SVID-EXPIRES", "BUNDLE", "SNAPSHOT"}, func(o config.Object) []string {
 			p := o.(*config.Proxy)
 			addr := p.Status.Address
 			if addr == "" {
@@ -357,7 +357,15 @@ func tableFor(kind string) ([]string, func(config.Object) []string) {
 			if p.Status.LastNack != "" {
 				snap += " (NACK)"
 			}
-			return []string{p.Metadata.Name, p.Status.Service, p.Status.Identity, addr, strconv.FormatBool(p.Status.Connected), until(p.Status.SVIDExpiry), snap}
+			serial, bundle := p.Status.SVIDSerial, "-"
+			if serial == "" {
+				serial = "-"
+			}
+			if p.Status.BundleVersion > 0 {
+				bundle = "v" + strconv.FormatInt(p.Status.BundleVersion, 10)
+			}
+			return []string{p.Metadata.Name, p.Status.Service, p.Status.Identity, addr, strconv.FormatBool(p.Status.Connected),
+				short(serial), until(p.Status.SVIDExpiry), bundle, snap}
 		}
 	case config.KindService:
 		return []string{"NAME", "READY", "ENDPOINTS", "IDENTITIES"}, func(o config.Object) []string {

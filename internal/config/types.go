@@ -222,6 +222,10 @@ type ProxyStatus struct {
 	LastSeen        string `json:"lastSeen,omitempty"`
 	SVIDExpiry      string `json:"svidExpiry,omitempty"`
 	SVIDSerial      string `json:"svidSerial,omitempty"`
+	// SVIDAuthority is the key ID (hex) of the intermediate that signed
+	// the SVID.
+	SVIDAuthority   string `json:"svidAuthority,omitempty"`
+	BundleVersion   int64  `json:"bundleVersion,omitempty"`
 	SnapshotVersion int64  `json:"snapshotVersion,omitempty"`
 	AckedVersion    int64  `json:"ackedVersion,omitempty"`
 	LastNack        string `json:"lastNack,omitempty"`

@@ -31,6 +31,7 @@ import (
 	"github.com/bulwarkmesh/bulwark/internal/clock"
 	"github.com/bulwarkmesh/bulwark/internal/identity"
 	"github.com/bulwarkmesh/bulwark/internal/keymanager"
+	"github.com/bulwarkmesh/bulwark/internal/registry"
 	"github.com/bulwarkmesh/bulwark/internal/store/bolt"
 )
 
@@ -49,7 +50,11 @@ func attackService(t *testing.T) (*controlService, *clock.Fake) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &controlService{td: attackTD, ca: c, clock: clk, logger: slog.New(slog.DiscardHandler)}, clk
+	reg, err := registry.New(registry.Config{Store: st, Clock: clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &controlService{td: attackTD, ca: c, registry: reg, clock: clk, logger: slog.New(slog.DiscardHandler)}, clk
 }
 
 // attackPeerCtx is the context of an RPC whose TLS peer presented leaf.

@@ -30,6 +30,9 @@ type servingCert struct {
 	clock  clock.Clock
 	logger *slog.Logger
 	issue  func(pub *ecdsa.PublicKey) ([]*x509.Certificate, error)
+	// current, if set, reports whether a certificate is still issued by
+	// the current CA; one that is not is re-issued at once.
+	current func(leaf *x509.Certificate) bool
 
 	mu      sync.Mutex
 	cert    *tls.Certificate
@@ -51,7 +54,7 @@ func (s *servingCert) get() (*tls.Certificate, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.clock.Now()
-	if s.cert != nil && now.Before(s.renewAt) {
+	if s.cert != nil && now.Before(s.renewAt) && (s.current == nil || s.current(s.cert.Leaf)) {
 		return s.cert, nil
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)

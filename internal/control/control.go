@@ -6,6 +6,7 @@
 package control
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/x509"
@@ -29,10 +30,10 @@ import (
 	"github.com/bulwarkmesh/bulwark/internal/admin"
 	"github.com/bulwarkmesh/bulwark/internal/attest/jointoken"
 	"github.com/bulwarkmesh/bulwark/internal/ca"
+	"github.com/bulwarkmesh/bulwark/internal/ca/rotation"
 	"github.com/bulwarkmesh/bulwark/internal/clock"
 	"github.com/bulwarkmesh/bulwark/internal/fileutil"
 	"github.com/bulwarkmesh/bulwark/internal/identity"
-	"github.com/bulwarkmesh/bulwark/internal/keymanager"
 	"github.com/bulwarkmesh/bulwark/internal/mtls"
 	"github.com/bulwarkmesh/bulwark/internal/push"
 	"github.com/bulwarkmesh/bulwark/internal/registry"
@@ -73,6 +74,12 @@ type Config struct {
 	// SVIDTTL is the lifetime of workload SVIDs. Default: 1h; minimum 1m,
 	// maximum 24h.
 	SVIDTTL time.Duration
+	// MetricsListen, if set, serves Prometheus /metrics over plain HTTP.
+	MetricsListen string
+	// CAKeyPassphrase or CAKeyFile encrypt the CA keys at rest (at most
+	// one). With neither, a key file is created in DataDir.
+	CAKeyPassphrase string
+	CAKeyFile       string
 	// Logger, default discard.
 	Logger *slog.Logger
 	// Clock, default the wall clock.
@@ -117,7 +124,10 @@ func (c *Config) validate() (spiffeid.TrustDomain, error) {
 	if c.AdminListen == "" {
 		c.AdminListen = DefaultAdminListen
 	}
-	for flag, addr := range map[string]string{"listen": c.Listen, "admin-listen": c.AdminListen} {
+	for flag, addr := range map[string]string{"listen": c.Listen, "admin-listen": c.AdminListen, "metrics": c.MetricsListen} {
+		if addr == "" {
+			continue
+		}
 		if _, _, err := net.SplitHostPort(addr); err != nil {
 			return td, fmt.Errorf("%s: %w", flag, err)
 		}
@@ -151,9 +161,9 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer st.Close()
-	keys, err := keymanager.NewDisk(filepath.Join(cfg.DataDir, keysDir))
+	keys, err := openKeys(&cfg, logger)
 	if err != nil {
-		return fmt.Errorf("open key manager: %w", err)
+		return err
 	}
 	caCfg := ca.Config{TrustDomain: td, Store: st, Keys: keys, Clock: cfg.Clock, Logger: logger, SVIDTTL: cfg.SVIDTTL}
 	workloadCA, err := ca.New(ctx, caCfg)
@@ -164,11 +174,17 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("load operator ca: %w", err)
 	}
+	jwtAuthority, err := ca.NewJWTAuthority(ctx, caCfg)
+	if err != nil {
+		return fmt.Errorf("load jwt-svid key: %w", err)
+	}
 	bundlePath := filepath.Join(cfg.DataDir, bundleFile)
 	if err := writeBundle(bundlePath, workloadCA.Roots()); err != nil {
 		return err
 	}
-	pin := mtls.SPKIPin(workloadCA.Roots()[0])
+	// The pin of join tokens is the root the control plane's serving
+	// chain ends in.
+	pin := func() string { return mtls.SPKIPin(workloadCA.SigningRoot()) }
 
 	reg, err := registry.New(registry.Config{Store: st, Clock: cfg.Clock})
 	if err != nil {
@@ -183,7 +199,19 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	resources := resource.New(st, cfg.Clock)
 	hub := push.NewHub(logger)
-	builder := &stateBuilder{store: st, resources: resources, registry: reg, ca: workloadCA, hub: hub, td: td, logger: logger}
+	rotator, err := rotation.New(rotation.Config{CA: workloadCA, Fleet: registryFleet{reg: reg, clock: cfg.Clock}, Clock: cfg.Clock, Logger: logger})
+	if err != nil {
+		return err
+	}
+	builder := &stateBuilder{
+		store: st, resources: resources, registry: reg, ca: workloadCA, jwt: jwtAuthority, hub: hub, td: td, logger: logger,
+		onBundle: func(version int64, roots []*x509.Certificate) {
+			if err := writeBundle(bundlePath, roots); err != nil {
+				logger.Error("write trust bundle", telemetry.KeyErr, err)
+			}
+			logger.Info("trust bundle", telemetry.KeyVersion, version, telemetry.KeyCount, len(roots))
+		},
+	}
 
 	grpcLn, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -201,6 +229,11 @@ func Run(ctx context.Context, cfg Config) error {
 	grpcCert, err := newServingCert(cfg.Clock, logger, func(pub *ecdsa.PublicKey) ([]*x509.Certificate, error) {
 		return workloadCA.SignServing(pub, controlID, grpcDNS, grpcIPs, 24*time.Hour)
 	})
+	// Re-issue at once when the signing intermediate changes (rotation):
+	// proxies drop the old root at the end of a root rotation.
+	grpcCert.current = func(leaf *x509.Certificate) bool {
+		return bytes.Equal(leaf.AuthorityKeyId, workloadCA.SigningAuthority())
+	}
 	if err != nil {
 		return err
 	}
@@ -220,7 +253,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	grpcSrv := grpc.NewServer(
-		grpc.Creds(credentials.NewTLS(mtls.ControlServerConfig(grpcCert.GetCertificate, workloadCA.Bundle(), td))),
+		grpc.Creds(credentials.NewTLS(mtls.ControlServerConfig(grpcCert.GetCertificate, workloadCA, td))),
 		grpc.MaxRecvMsgSize(256<<10),
 		grpc.ConnectionTimeout(10*time.Second),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
@@ -230,12 +263,14 @@ func Run(ctx context.Context, cfg Config) error {
 		grpc.WaitForHandlers(true),
 	)
 	apiv1.RegisterControlServer(grpcSrv, &controlService{
-		td: td, ca: workloadCA, attestor: tokens, registry: reg, hub: hub, clock: cfg.Clock, logger: logger,
+		td: td, ca: workloadCA, jwt: jwtAuthority, attestor: tokens, registry: reg, hub: hub, clock: cfg.Clock, logger: logger,
+		acked: rotator.Nudge,
 	})
 
 	adminHandler, err := admin.New(admin.Config{
 		Resources: resources, Registry: reg, Tokens: tokens, TrustDomain: td.Name(),
-		Pin: func() string { return pin }, Logger: logger,
+		Pin: pin, Logger: logger,
+		CA:  caAdmin{td: td.Name(), ca: workloadCA, rot: rotator, jwt: jwtAuthority},
 	})
 	if err != nil {
 		return err
@@ -253,13 +288,14 @@ func Run(ctx context.Context, cfg Config) error {
 
 	ep := Endpoints{
 		GRPC: dialable(grpcLn.Addr()), Admin: dialable(adminLn.Addr()), TrustDomain: td.Name(),
-		BundlePath: bundlePath, CredentialPath: credPath, Pin: pin,
+		BundlePath: bundlePath, CredentialPath: credPath, Pin: pin(),
 	}
 	logger.Info("control plane starting", telemetry.KeyTrustDomain, td.Name(), telemetry.KeyAddress, ep.GRPC,
 		telemetry.KeyURL, adminURL, telemetry.KeyDataDir, cfg.DataDir)
 
-	return run.Group(ctx,
+	tasks := []run.Task{
 		builder.Run,
+		rotator.Run,
 		janitor(tokens, reg, cfg.Clock, logger),
 		serveGRPC(grpcSrv, grpcLn),
 		serveHTTPS(adminSrv, adminLn),
@@ -276,7 +312,22 @@ func Run(ctx context.Context, cfg Config) error {
 			<-ctx.Done()
 			return nil
 		},
-	)
+	}
+	if cfg.MetricsListen != "" {
+		reg := telemetry.NewRegistry()
+		reg.MustRegister(newCACollector(workloadCA, cfg.Clock))
+		metricsLn, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			return fmt.Errorf("metrics: %w", err)
+		}
+		defer metricsLn.Close()
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", telemetry.MetricsHandler(reg))
+		metricsSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelDebug)}
+		tasks = append(tasks, servePlain(metricsSrv, metricsLn))
+		logger.Info("metrics listening", telemetry.KeyAddress, metricsLn.Addr().String())
+	}
+	return run.Group(ctx, tasks...)
 }
 
 // writeBundle writes the trust bundle for proxies' --ca-bundle.
@@ -291,8 +342,8 @@ func writeBundle(path string, roots []*x509.Certificate) error {
 	return nil
 }
 
-// janitor prunes expired join tokens and ends the grace period of
-// disconnected proxies.
+// janitor prunes expired join tokens and revoked serials, and ends the
+// grace period of disconnected proxies.
 func janitor(tokens *jointoken.JoinTokens, reg *registry.Registry, c clock.Clock, logger *slog.Logger) run.Task {
 	const every = 30 * time.Second
 	return func(ctx context.Context) error {
@@ -303,6 +354,9 @@ func janitor(tokens *jointoken.JoinTokens, reg *registry.Registry, c clock.Clock
 			next, err := reg.Sweep(ctx)
 			if err != nil && ctx.Err() == nil {
 				logger.Warn("sweep registry", telemetry.KeyErr, err)
+			}
+			if err := reg.PruneRevoked(ctx); err != nil && ctx.Err() == nil {
+				logger.Warn("prune revoked serials", telemetry.KeyErr, err)
 			}
 			if next <= 0 || next > every {
 				next = every
@@ -336,12 +390,22 @@ func serveGRPC(srv *grpc.Server, ln net.Listener) run.Task {
 }
 
 func serveHTTPS(srv *http.Server, ln net.Listener) run.Task {
+	return serveHTTP("admin api", srv, func() error { return srv.ServeTLS(ln, "", "") })
+}
+
+// servePlain serves srv over plain HTTP (metrics).
+func servePlain(srv *http.Server, ln net.Listener) run.Task {
+	return serveHTTP("metrics", srv, func() error { return srv.Serve(ln) })
+}
+
+// serveHTTP runs serve until ctx is done, then shuts srv down.
+func serveHTTP(what string, srv *http.Server, serve func() error) run.Task {
 	return func(ctx context.Context) error {
 		errc := make(chan error, 1)
-		go func() { errc <- srv.ServeTLS(ln, "", "") }()
+		go func() { errc <- serve() }()
 		select {
 		case err := <-errc:
-			return fmt.Errorf("serve admin api: %w", err)
+			return fmt.Errorf("serve %s: %w", what, err)
 		case <-ctx.Done():
 			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 			defer cancel()

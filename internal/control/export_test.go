@@ -60,9 +60,14 @@ func NewServingCert(c clock.Clock, issue func(*ecdsa.PublicKey) ([]*x509.Certifi
 type StateBuilder struct{ b *stateBuilder }
 
 // NewStateBuilder returns the state builder Run would build over st.
-func NewStateBuilder(st store.Store, reg *registry.Registry, c *ca.CA, hub *push.Hub, td spiffeid.TrustDomain) *StateBuilder {
+func NewStateBuilder(t testing.TB, st store.Store, reg *registry.Registry, c *ca.CA, hub *push.Hub, td spiffeid.TrustDomain) *StateBuilder {
+	t.Helper()
+	jwtAuthority, err := ca.NewJWTAuthority(context.Background(), ca.Config{TrustDomain: td, Store: st, Keys: keymanager.NewMemory()})
+	if err != nil {
+		t.Fatalf("ca.NewJWTAuthority: %v", err)
+	}
 	return &StateBuilder{b: &stateBuilder{
-		store: st, resources: resource.New(st, nil), registry: reg, ca: c, hub: hub, td: td,
+		store: st, resources: resource.New(st, nil), registry: reg, ca: c, jwt: jwtAuthority, hub: hub, td: td,
 		logger: telemetry.OrDiscard(nil),
 	}}
 }
@@ -120,9 +125,14 @@ func StartPlane(t testing.TB, cfg PlaneConfig) *Plane {
 	if cfg.WrapStore != nil {
 		st = cfg.WrapStore(raw)
 	}
-	workloadCA, err := ca.New(ctx, ca.Config{TrustDomain: td, Store: st, Keys: keymanager.NewMemory(), Clock: cfg.Clock})
+	keys := keymanager.NewMemory()
+	workloadCA, err := ca.New(ctx, ca.Config{TrustDomain: td, Store: st, Keys: keys, Clock: cfg.Clock})
 	if err != nil {
 		t.Fatalf("ca.New: %v", err)
+	}
+	jwtAuthority, err := ca.NewJWTAuthority(ctx, ca.Config{TrustDomain: td, Store: st, Keys: keys, Clock: cfg.Clock})
+	if err != nil {
+		t.Fatalf("ca.NewJWTAuthority: %v", err)
 	}
 	reg, err := registry.New(registry.Config{Store: st, Clock: cfg.Clock})
 	if err != nil {
@@ -134,7 +144,7 @@ func StartPlane(t testing.TB, cfg PlaneConfig) *Plane {
 	}
 	resources := resource.New(st, cfg.Clock)
 	hub := push.NewHub(logger)
-	builder := &stateBuilder{store: st, resources: resources, registry: reg, ca: workloadCA, hub: hub, td: td, logger: logger}
+	builder := &stateBuilder{store: st, resources: resources, registry: reg, ca: workloadCA, jwt: jwtAuthority, hub: hub, td: td, logger: logger}
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -156,7 +166,7 @@ func StartPlane(t testing.TB, cfg PlaneConfig) *Plane {
 	}
 	srv := grpc.NewServer(opts...)
 	apiv1.RegisterControlServer(srv, &controlService{
-		td: td, ca: workloadCA, attestor: tokens, registry: reg, hub: hub, clock: cfg.Clock, logger: logger,
+		td: td, ca: workloadCA, jwt: jwtAuthority, attestor: tokens, registry: reg, hub: hub, clock: cfg.Clock, logger: logger,
 	})
 
 	var builderErr error

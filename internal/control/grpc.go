@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -32,8 +33,11 @@ import (
 	"github.com/bulwarkmesh/bulwark/internal/telemetry"
 )
 
-// errSVIDExpired ends a Subscribe stream whose caller's SVID expired.
-var errSVIDExpired = errors.New("svid expired")
+// Reasons a Subscribe stream ends from the control plane's side.
+var (
+	errSVIDExpired = errors.New("svid expired")
+	errRevoked     = errors.New("svid revoked")
+)
 
 // maxNack bounds the NACK message a proxy can make the control plane log
 // and store.
@@ -45,7 +49,11 @@ type controlService struct {
 
 	td       spiffeid.TrustDomain
 	ca       *ca.CA
+	jwt      *ca.JWTAuthority
 	attestor attest.Attestor
+	// acked is called after a proxy ACKed a snapshot (rotation waits on
+	// ACKs). May be nil.
+	acked func()
 	registry *registry.Registry
 	hub      *push.Hub
 	clock    clock.Clock
@@ -78,6 +86,11 @@ func (s *controlService) Attest(ctx context.Context, req *apiv1.AttestRequest) (
 	if err := s.registry.AddService(ctx, res.Account, res.Service); err != nil {
 		return nil, s.internal("attest", err)
 	}
+	// A new join token is the operator's decision to admit the identity
+	// again after a revocation.
+	if err := s.registry.ClearIdentityRevocation(ctx, identity.Workload{Namespace: res.Service.Namespace, Account: res.Account}); err != nil {
+		return nil, s.internal("attest", err)
+	}
 	chain, err := s.ca.SignSVID(pub, id, 0)
 	if err != nil {
 		return nil, s.internal("attest", err)
@@ -95,12 +108,9 @@ func (s *controlService) Attest(ctx context.Context, req *apiv1.AttestRequest) (
 // SignSVID renews the caller's SVID for the identity of its current,
 // unexpired SVID. Nothing in the CSR but its public key is used.
 func (s *controlService) SignSVID(ctx context.Context, req *apiv1.SignSVIDRequest) (*apiv1.SignSVIDResponse, error) {
-	id, leaf, err := s.peerSVID(ctx)
+	id, leaf, err := s.callerWorkload(ctx)
 	if err != nil {
 		return nil, err
-	}
-	if _, err := identity.ParseWorkloadID(id); err != nil {
-		return nil, status.Error(codes.PermissionDenied, "not a workload identity")
 	}
 	pub, err := ca.ParseCSR(req.GetCsr())
 	if err != nil {
@@ -113,6 +123,51 @@ func (s *controlService) SignSVID(ctx context.Context, req *apiv1.SignSVIDReques
 	s.logger.Info("svid renewed", telemetry.KeyIdentity, id.String(), telemetry.KeySerial, chain[0].SerialNumber.Text(16),
 		telemetry.KeyExpiry, chain[0].NotAfter, telemetry.KeyDetail, "previous serial "+leaf.SerialNumber.Text(16))
 	return &apiv1.SignSVIDResponse{Svid: svidMessage(id, chain), Bundle: derCerts(s.ca.Roots())}, nil
+}
+
+// SignJWTSVID mints a JWT-SVID for the caller's identity.
+func (s *controlService) SignJWTSVID(ctx context.Context, req *apiv1.SignJWTSVIDRequest) (*apiv1.SignJWTSVIDResponse, error) {
+	id, _, err := s.callerWorkload(ctx)
+	if err != nil {
+		return nil, err
+	}
+	token, err := s.jwt.SignJWTSVID(id, req.GetAudience())
+	if errors.Is(err, ca.ErrBadAudience) {
+		return nil, status.Errorf(codes.InvalidArgument, "audience: %v", err)
+	}
+	if err != nil {
+		return nil, s.internal("sign jwt-svid", err)
+	}
+	return &apiv1.SignJWTSVIDResponse{Token: token}, nil
+}
+
+// callerWorkload returns the caller's workload identity and SVID, and
+// refuses a caller whose SVID or identity was revoked.
+func (s *controlService) callerWorkload(ctx context.Context) (spiffeid.ID, *x509.Certificate, error) {
+	id, leaf, err := s.peerSVID(ctx)
+	if err != nil {
+		return id, nil, err
+	}
+	w, err := identity.ParseWorkloadID(id)
+	if err != nil {
+		return id, nil, status.Error(codes.PermissionDenied, "not a workload identity")
+	}
+	return id, leaf, s.checkNotRevoked(ctx, leaf, w, "")
+}
+
+// checkNotRevoked refuses a caller whose SVID, identity or (when not
+// empty) instance was revoked.
+func (s *controlService) checkNotRevoked(ctx context.Context, leaf *x509.Certificate, w identity.Workload, instance string) error {
+	revoked, err := s.registry.IsRevoked(ctx, leaf.SerialNumber.Text(16), w, instance)
+	if err != nil {
+		return s.internal("check revocation", err)
+	}
+	if !revoked {
+		return nil
+	}
+	s.logger.Warn("revoked proxy refused", telemetry.KeyIdentity, w.Namespace+"/"+w.Account, telemetry.KeyInstance, instance,
+		telemetry.KeySerial, leaf.SerialNumber.Text(16), telemetry.KeyRemote, remoteAddr(ctx))
+	return status.Error(codes.PermissionDenied, "revoked: attest again with a new join token")
 }
 
 // Subscribe registers the calling proxy and streams its snapshots. The
@@ -154,6 +209,14 @@ func (s *controlService) Subscribe(stream apiv1.Control_SubscribeServer) error {
 		s.logger.Warn("subscribe refused: identity not attested for service", telemetry.KeyIdentity, id.String(), telemetry.KeyService, svc.String())
 		return status.Errorf(codes.PermissionDenied, "identity %s was not attested for service %s", id, svc)
 	}
+	if err := s.checkNotRevoked(ctx, leaf, w, node.GetInstance()); err != nil {
+		// A revoked proxy that renewed before its revocation comes back
+		// with a serial peers do not know yet: deny it too.
+		if rerr := s.registry.RevokeSerial(ctx, leaf.SerialNumber.Text(16), leaf.NotAfter, svc.Namespace+"/"+node.GetInstance()); rerr != nil {
+			s.logger.Warn("revoke presented serial", telemetry.KeyErr, rerr)
+		}
+		return err
+	}
 	if addr := node.GetAddress(); addr != "" {
 		if err := s.proveAddress(ctx, addr, id); err != nil {
 			s.logger.Warn("subscribe refused: advertised address not served by the caller", telemetry.KeyIdentity, id.String(),
@@ -179,6 +242,7 @@ func (s *controlService) Subscribe(stream apiv1.Control_SubscribeServer) error {
 		p.LastSeen = now
 		p.SVIDExpiry = leaf.NotAfter
 		p.SVIDSerial = leaf.SerialNumber.Text(16)
+		p.SVIDAuthority = ca.KeyID(leaf.AuthorityKeyId)
 		p.Version = node.GetVersion()
 		p.Stream = session
 	})
@@ -231,9 +295,17 @@ func (s *controlService) Subscribe(stream apiv1.Control_SubscribeServer) error {
 	}
 	// The hub passes on only the answer to the version last sent, once, so
 	// a flood of ACKs is not a flood of store writes.
+	serial := leaf.SerialNumber.Text(16)
 	err = s.hub.Serve(sctx, stream, push.Node{ID: id.String(), Service: svc}, push.Callbacks{
-		Sent: func(v int64) { record(func(p *registry.Proxy) { p.SnapshotVersion = v }) },
-		Acked: func(v int64, nack string) {
+		Sent: func(snap *apiv1.Snapshot) {
+			if slices.Contains(snap.GetRevokedSerials(), serial) {
+				cancel(errRevoked)
+				return
+			}
+			record(func(p *registry.Proxy) { p.SnapshotVersion = snap.GetVersion() })
+		},
+		Acked: func(snap *apiv1.Snapshot, nack string) {
+			v := snap.GetVersion()
 			if len(nack) > maxNack {
 				n := maxNack
 				for n > 0 && !utf8.RuneStart(nack[n]) {
@@ -247,12 +319,19 @@ func (s *controlService) Subscribe(stream apiv1.Control_SubscribeServer) error {
 			record(func(p *registry.Proxy) {
 				if nack == "" {
 					p.AckedVersion, p.LastNack = v, ""
+					p.BundleVersion = snap.GetBundleVersion()
 				} else {
 					p.LastNack = nack
 				}
 			})
+			if nack == "" && s.acked != nil {
+				s.acked()
+			}
 		},
 	})
+	if errors.Is(context.Cause(sctx), errRevoked) {
+		return status.Error(codes.PermissionDenied, "revoked: attest again with a new join token")
+	}
 	if errors.Is(context.Cause(sctx), errSVIDExpired) {
 		return status.Error(codes.Unauthenticated, "svid expired: renew and reconnect")
 	}

@@ -3,6 +3,7 @@ package control
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -32,11 +33,16 @@ type stateBuilder struct {
 	resources *resource.Store
 	registry  *registry.Registry
 	ca        *ca.CA
+	jwt       *ca.JWTAuthority
 	hub       *push.Hub
+	// onBundle is called when the trust bundle's version changes (and at
+	// the first build). May be nil.
+	onBundle func(version int64, roots []*x509.Certificate)
 	td        spiffeid.TrustDomain
 	logger    *slog.Logger
 
 	lastInputs [32]byte
+	lastBundle int64
 }
 
 // relevant reports whether a change to key can change a snapshot.
@@ -121,6 +127,10 @@ func (b *stateBuilder) rebuild(ctx context.Context) (int64, error) {
 // read builds a State from several store reads. The State's revision is the
 // latest read's (versions only grow); watchFrom is the earliest's.
 func (b *stateBuilder) read(ctx context.Context) (st *push.State, watchFrom int64, err error) {
+	// Another control plane may have rotated the CA.
+	if err := b.ca.Reload(ctx); err != nil {
+		return nil, 0, err
+	}
 	objs, rev1, err := b.resources.List(ctx, config.KindAuthorizationPolicy, "")
 	if err != nil {
 		return nil, 0, err
@@ -133,13 +143,31 @@ func (b *stateBuilder) read(ctx context.Context) (st *push.State, watchFrom int6
 	if err != nil {
 		return nil, 0, err
 	}
-	st = &push.State{
-		Revision:   max(rev1, rev2),
-		Identities: make(map[string][]string, len(ids)),
-		Endpoints:  map[string][]push.Endpoint{},
+	revoked, err := b.registry.RevokedSerials(ctx)
+	if err != nil {
+		return nil, 0, err
 	}
-	for _, c := range b.ca.Roots() {
+	// One consistent view of the CA: the bundle version must be that of
+	// these roots, or rotation could activate too early.
+	rot := b.ca.Rotation()
+	st = &push.State{
+		Revision:         max(rev1, rev2),
+		Identities:       make(map[string][]string, len(ids)),
+		Endpoints:        map[string][]push.Endpoint{},
+		BundleVersion:    rot.BundleVersion,
+		SigningAuthority: rot.Intermediate.SubjectKeyId,
+		Revoked:          revoked,
+		JWTBundle:        b.jwt.JWKS(),
+	}
+	roots := rot.Roots
+	for _, c := range roots {
 		st.Bundle = append(st.Bundle, c.Raw)
+	}
+	if st.BundleVersion != b.lastBundle {
+		b.lastBundle = st.BundleVersion
+		if b.onBundle != nil {
+			b.onBundle(st.BundleVersion, roots)
+		}
 	}
 	for _, o := range objs {
 		p, ok := o.(*config.AuthorizationPolicy)
@@ -187,9 +215,14 @@ func (b *stateBuilder) read(ctx context.Context) (st *push.State, watchFrom int6
 // subscriber.
 func inputsHash(st *push.State) [32]byte {
 	h := sha256.New()
+	fmt.Fprintf(h, "bundle %d:", st.BundleVersion)
 	for _, b := range st.Bundle {
 		h.Write(b)
 	}
+	h.Write([]byte{0})
+	h.Write(st.SigningAuthority)
+	fmt.Fprintf(h, "revoked %v;", st.Revoked)
+	h.Write(st.JWTBundle)
 	h.Write([]byte{0})
 	for _, p := range st.Policies {
 		h.Write(p.JSON)

@@ -56,7 +56,7 @@ func newStateFixture(t testing.TB, wrap func(store.Store) store.Store) *stateFix
 	hub := push.NewHub(nil)
 	return &stateFixture{
 		raw: raw, reg: reg, resources: resource.New(raw, nil), hub: hub,
-		builder: control.NewStateBuilder(st, mustRegistry(t, st), c, hub, td),
+		builder: control.NewStateBuilder(t, st, mustRegistry(t, st), c, hub, td),
 	}
 }
 

@@ -40,8 +40,18 @@ type State struct {
 	// Revision is the store revision the state was read at; it is the
 	// version of every snapshot compiled from it.
 	Revision int64
-	// Bundle is the trust bundle, DER root certificates.
-	Bundle [][]byte
+	// Bundle is the trust bundle, DER root certificates, and
+	// BundleVersion its version.
+	Bundle        [][]byte
+	BundleVersion int64
+	// SigningAuthority is the subject key ID of the CA that signs SVIDs
+	// now.
+	SigningAuthority []byte
+	// Revoked are the serials (lowercase hex) of revoked, unexpired
+	// SVIDs.
+	Revoked []string
+	// JWTBundle is the JWKS of the JWT-SVID signing keys.
+	JWTBundle []byte
 	// Policies are every AuthorizationPolicy in the mesh.
 	Policies []Policy
 	// Identities maps a workload SPIFFE ID to the services ("ns/name") it
@@ -80,10 +90,14 @@ func (st *State) Seal() {
 // and node give the same snapshot.
 func Compile(st *State, node Node) (*apiv1.Snapshot, error) {
 	snap := &apiv1.Snapshot{
-		Version:     st.Revision,
-		TrustBundle: st.Bundle,
-		Inbound:     &apiv1.Inbound{},
-		Services:    st.Services,
+		Version:          st.Revision,
+		TrustBundle:      st.Bundle,
+		BundleVersion:    st.BundleVersion,
+		SigningAuthority: st.SigningAuthority,
+		RevokedSerials:   st.Revoked,
+		JwtBundle:        st.JWTBundle,
+		Inbound:          &apiv1.Inbound{},
+		Services:         st.Services,
 	}
 
 	// Inbound: the policies selecting the node's own service, and the

@@ -21,12 +21,13 @@ type Stream interface {
 
 // Callbacks tell the caller what happened on a stream. Each may be nil.
 type Callbacks struct {
-	// Sent is called after a snapshot version was sent.
-	Sent func(version int64)
-	// Acked is called once for the ACK (nack == "") or NACK of the version
-	// last sent; answers to other versions and repeated answers are
-	// dropped, so a proxy cannot turn a flood of ACKs into work.
-	Acked func(version int64, nack string)
+	// Sent is called after a snapshot was sent. The snapshot must not be
+	// modified.
+	Sent func(snap *apiv1.Snapshot)
+	// Acked is called once for the ACK (nack == "") or NACK of the
+	// snapshot last sent; answers to other versions and repeated answers
+	// are dropped, so a proxy cannot turn a flood of ACKs into work.
+	Acked func(snap *apiv1.Snapshot, nack string)
 }
 
 // Hub streams snapshots to subscribed proxies. A new State wakes every
@@ -103,9 +104,10 @@ func (h *Hub) Serve(ctx context.Context, stream Stream, node Node, cb Callbacks)
 		h.mu.Unlock()
 	}()
 
-	// sending is the version being (or last) sent; it is set before the
+	// sending is the snapshot being (or last) sent; it is set before the
 	// send, so an ACK that comes back fast is not mistaken for a stray.
-	var sending, answered atomic.Int64
+	var sending atomic.Pointer[apiv1.Snapshot]
+	var answered atomic.Int64
 	recvErr := make(chan error, 1)
 	go func() {
 		for {
@@ -120,11 +122,12 @@ func (h *Hub) Serve(ctx context.Context, stream Stream, node Node, cb Callbacks)
 				return
 			}
 			v := ack.GetVersion()
-			if v != sending.Load() || answered.Swap(v) == v {
+			snap := sending.Load()
+			if snap == nil || v != snap.GetVersion() || answered.Swap(v) == v {
 				continue
 			}
 			if cb.Acked != nil {
-				cb.Acked(v, ack.GetError())
+				cb.Acked(snap, ack.GetError())
 			}
 		}
 	}()
@@ -159,13 +162,13 @@ func (h *Hub) Serve(ctx context.Context, stream Stream, node Node, cb Callbacks)
 			if sum == last {
 				continue
 			}
-			sending.Store(snap.GetVersion())
+			sending.Store(snap)
 			if err := stream.Send(snap); err != nil {
 				return err
 			}
 			last = sum
 			if cb.Sent != nil {
-				cb.Sent(snap.GetVersion())
+				cb.Sent(snap)
 			}
 		}
 	}

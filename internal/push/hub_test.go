@@ -85,15 +85,15 @@ type recorder struct {
 
 func (r *recorder) callbacks() push.Callbacks {
 	return push.Callbacks{
-		Sent: func(v int64) {
+		Sent: func(snap *apiv1.Snapshot) {
 			r.mu.Lock()
 			defer r.mu.Unlock()
-			r.sent = append(r.sent, v)
+			r.sent = append(r.sent, snap.GetVersion())
 		},
-		Acked: func(v int64, nack string) {
+		Acked: func(snap *apiv1.Snapshot, nack string) {
 			r.mu.Lock()
 			defer r.mu.Unlock()
-			r.acked = append(r.acked, ackString(v, nack))
+			r.acked = append(r.acked, ackString(snap.GetVersion(), nack))
 		},
 	}
 }

@@ -130,14 +130,20 @@ type Proxy struct {
 	Connected bool `json:"connected"`
 	// Live is true while the proxy is an endpoint: connected, or
 	// disconnected for less than the grace period.
-	Live            bool      `json:"live"`
-	LastSeen        time.Time `json:"lastSeen"`
-	SVIDExpiry      time.Time `json:"svidExpiry,omitzero"`
-	SVIDSerial      string    `json:"svidSerial,omitempty"`
-	SnapshotVersion int64     `json:"snapshotVersion,omitempty"`
-	AckedVersion    int64     `json:"ackedVersion,omitempty"`
-	LastNack        string    `json:"lastNack,omitempty"`
-	Version         string    `json:"version,omitempty"`
+	Live       bool      `json:"live"`
+	LastSeen   time.Time `json:"lastSeen"`
+	SVIDExpiry time.Time `json:"svidExpiry,omitzero"`
+	SVIDSerial string    `json:"svidSerial,omitempty"`
+	// SVIDAuthority is the authority key ID (hex) of the SVID the proxy
+	// connected with: which intermediate signed it.
+	SVIDAuthority string `json:"svidAuthority,omitempty"`
+	// BundleVersion is the trust bundle version of the last snapshot the
+	// proxy ACKed.
+	BundleVersion   int64  `json:"bundleVersion,omitempty"`
+	SnapshotVersion int64  `json:"snapshotVersion,omitempty"`
+	AckedVersion    int64  `json:"ackedVersion,omitempty"`
+	LastNack        string `json:"lastNack,omitempty"`
+	Version         string `json:"version,omitempty"`
 	// Stream identifies the Subscribe stream that holds the record: only
 	// it may record its state and its end.
 	Stream string `json:"stream,omitempty"`

@@ -38,6 +38,7 @@ const (
 	KeyVersion      = "version"
 	KeyExpiry       = "expiry"
 	KeySerial       = "serial"
+	KeyPhase        = "phase"
 	KeyBackoff      = "backoff"
 	KeyAttempt      = "attempt"
 	KeyOperator     = "operator"
@@ -53,6 +54,7 @@ const (
 	KeyURL          = "url"
 	KeyDetail       = "detail"
 	KeyPID          = "pid"
+	KeyAuthority    = "authority"
 )
 
 // Directions of a proxied request, the value of KeyDirection.
