@@ -11,6 +11,7 @@ import (
 	"github.com/bulwarkmesh/bulwark/internal/control"
 	"github.com/bulwarkmesh/bulwark/internal/identity"
 	"github.com/bulwarkmesh/bulwark/internal/sidecar"
+	"github.com/bulwarkmesh/bulwark/internal/svid/workloadapi"
 )
 
 func newVersionCmd(g *globals) *cobra.Command {
@@ -77,7 +78,10 @@ func newProxyCmd(g *globals) *cobra.Command {
 itself, and then:
   - serves peers on --inbound (mTLS), authorizing every request before the app sees it;
   - serves the app on --outbound as an HTTP proxy (HTTP_PROXY=http://<outbound>):
-    the app calls http://<service>.<namespace>/..., the proxy encrypts.
+    the app calls http://<service>.<namespace>/..., the proxy encrypts;
+  - serves the SPIFFE Workload API on --workload-api (unix:///path), so
+    SPIFFE-aware apps get their SVID, bundles and JWT-SVIDs from the proxy;
+  - serves Prometheus metrics on --metrics (/metrics, plain HTTP).
 Listeners open only when their flag is given. --token is visible to other users of
 the machine in the process list: prefer --token-file.`,
 		Args: cobra.NoArgs,
@@ -106,6 +110,9 @@ the machine in the process list: prefer --token-file.`,
 			}
 			if cfg.Token == "" {
 				cfg.Token = os.Getenv("BULWARK_JOIN_TOKEN")
+			}
+			if cfg.WorkloadAPI == "" && (cmd.Flags().Changed("workload-uid") || cmd.Flags().Changed("workload-gid")) {
+				return usagef("--workload-uid and --workload-gid: only with --workload-api")
 			}
 			cfg.Upstreams = map[identity.ServiceRef]string{}
 			for _, u := range upstreams {
@@ -137,5 +144,9 @@ the machine in the process list: prefer --token-file.`,
 	f.StringArrayVar(&upstreams, "upstream", nil, "per-upstream listener SERVICE=HOST:PORT: every request to it goes to SERVICE (repeatable)")
 	f.StringVar(&cfg.Admin, "admin", "", "admin listener (/ready, /live, /config_dump), loopback host:port")
 	f.StringVar(&cfg.DataDir, "data-dir", "", "keeps the SVID and last snapshot across restarts (optional)")
+	f.StringVar(&cfg.Metrics, "metrics", "", "address to serve Prometheus /metrics on (plain HTTP; off when empty)")
+	f.StringVar(&cfg.WorkloadAPI, "workload-api", "", "serve the SPIFFE Workload API on this socket, unix:///absolute/path (off when empty)")
+	f.IntVar(&cfg.WorkloadUID, "workload-uid", workloadapi.NotSet, "uid allowed to connect to --workload-api, and the socket's owner (-1: the proxy's own uid)")
+	f.IntVar(&cfg.WorkloadGID, "workload-gid", workloadapi.NotSet, "group of the --workload-api socket, which is then 0660 (-1: unchanged, socket 0600)")
 	return cmd
 }

@@ -11,9 +11,13 @@
 //     workload can be issued.
 //   - The admin API trusts only the operator CA, so a workload SVID can never
 //     authenticate as an operator.
+//   - Between sidecars, a peer whose certificate is revoked (Mesh.Revoked)
+//     fails the handshake, full or resumed, in both directions.
 //
 // SVIDs and bundles are read through go-spiffe sources on every handshake,
-// so a rotated SVID or bundle is used by the next connection at once.
+// so a rotated SVID or bundle is used by the next connection at once: a peer
+// is accepted when its chain verifies against any root of the current
+// bundle, and a root removed from it fails the next handshake of its peers.
 package mtls
 
 import (
@@ -24,9 +28,11 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"math/big"
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
@@ -57,48 +63,140 @@ func AuthorizeWorkload(td spiffeid.TrustDomain) tlsconfig.Authorizer {
 	}
 }
 
+// Revoked reports whether a peer's certificate (its leaf, already verified
+// against the trust bundle) has been revoked. It runs in every mesh
+// handshake, so it must be fast and must not block; SerialSet.Contains is
+// one.
+type Revoked func(leaf *x509.Certificate) bool
+
+// Mesh is what sidecar-to-sidecar configs are built from.
+type Mesh struct {
+	// SVID is the proxy's own identity. Required.
+	SVID x509svid.Source
+	// Bundle is the trust bundle peers must chain to (any of its roots).
+	// Required.
+	Bundle x509bundle.Source
+	// TrustDomain is the trust domain of inbound peers; ServerConfig only.
+	TrustDomain spiffeid.TrustDomain
+	// Revoked, if set, fails the handshake (full or resumed) with a peer
+	// whose certificate it reports. nil: no certificate is revoked.
+	Revoked Revoked
+}
+
 // ServerConfig is the inbound listener's config: TLS 1.3, the proxy's SVID,
-// and a required client SVID of a workload of td that chains to bundle.
-// Authorization of the request happens later, at L7.
-func ServerConfig(svid x509svid.Source, bundle x509bundle.Source, td spiffeid.TrustDomain) *tls.Config {
-	authorize := AuthorizeWorkload(td)
-	cfg := tlsconfig.MTLSServerConfig(svid, bundle, authorize)
+// and a required client SVID of a workload of m.TrustDomain that chains to
+// m.Bundle and is not revoked. Authorization of the request happens later,
+// at L7.
+func (m Mesh) ServerConfig() *tls.Config {
+	authorize := AuthorizeWorkload(m.TrustDomain)
+	cfg := tlsconfig.MTLSServerConfig(m.SVID, m.Bundle, authorize)
 	cfg.MinVersion = tls.VersionTLS13
 	cfg.NextProtos = []string{ProtoH2, ProtoHTTP1}
-	cfg.VerifyConnection = verifyResumed(bundle, authorize, true)
+	cfg.VerifyConnection = verifyConnection(m.Bundle, authorize, true, m.Revoked)
 	return cfg
 }
 
-// verifyResumed checks the peer again on a resumed session: crypto/tls skips
-// VerifyPeerCertificate when it resumes, so without this a session ticket
-// would outlive a trust bundle change (a removed root). required says
-// whether a peer certificate must be there.
-func verifyResumed(bundle x509bundle.Source, authorize tlsconfig.Authorizer, required bool) func(tls.ConnectionState) error {
+// ClientConfig is the config for a connection to a peer sidecar that must
+// present exactly want, which serves the destination service, with a
+// certificate that is not revoked.
+func (m Mesh) ClientConfig(want spiffeid.ID) *tls.Config {
+	authorize := tlsconfig.AuthorizeID(want)
+	cfg := tlsconfig.MTLSClientConfig(m.SVID, m.Bundle, authorize)
+	cfg.MinVersion = tls.VersionTLS13
+	cfg.NextProtos = []string{ProtoH2}
+	cfg.VerifyConnection = verifyConnection(m.Bundle, authorize, true, m.Revoked)
+	return cfg
+}
+
+// ServerConfig is Mesh{SVID: svid, Bundle: bundle, TrustDomain: td}.ServerConfig():
+// the inbound config without a revocation check.
+func ServerConfig(svid x509svid.Source, bundle x509bundle.Source, td spiffeid.TrustDomain) *tls.Config {
+	return Mesh{SVID: svid, Bundle: bundle, TrustDomain: td}.ServerConfig()
+}
+
+// ClientConfig is Mesh{SVID: svid, Bundle: bundle}.ClientConfig(want): the
+// config for a peer sidecar without a revocation check.
+func ClientConfig(svid x509svid.Source, bundle x509bundle.Source, want spiffeid.ID) *tls.Config {
+	return Mesh{SVID: svid, Bundle: bundle}.ClientConfig(want)
+}
+
+// verifyConnection runs on every handshake, after VerifyPeerCertificate on
+// a full one. On a resumed session it checks the peer's chain again:
+// crypto/tls skips VerifyPeerCertificate when it resumes, so without this a
+// session ticket would outlive a trust bundle change (a removed root).
+// required says whether a peer certificate must be there. Then, on every
+// handshake, the peer must not be revoked.
+func verifyConnection(bundle x509bundle.Source, authorize tlsconfig.Authorizer, required bool, revoked Revoked) func(tls.ConnectionState) error {
 	return func(cs tls.ConnectionState) error {
-		if !cs.DidResume {
-			return nil
-		}
 		if len(cs.PeerCertificates) == 0 {
-			if required {
+			if required && cs.DidResume {
 				return errors.New("resumed session without a peer certificate")
 			}
 			return nil
 		}
-		id, chains, err := x509svid.Verify(cs.PeerCertificates, bundle)
-		if err != nil {
-			return err
+		if cs.DidResume {
+			id, chains, err := x509svid.Verify(cs.PeerCertificates, bundle)
+			if err != nil {
+				return err
+			}
+			if err := authorize(id, chains); err != nil {
+				return err
+			}
 		}
-		return authorize(id, chains)
+		if leaf := cs.PeerCertificates[0]; revoked != nil && revoked(leaf) {
+			return fmt.Errorf("peer certificate %s is revoked", leaf.SerialNumber.Text(16))
+		}
+		return nil
 	}
 }
 
-// ClientConfig is the config for a connection to a peer sidecar that must
-// present exactly want, which serves the destination service.
-func ClientConfig(svid x509svid.Source, bundle x509bundle.Source, want spiffeid.ID) *tls.Config {
-	cfg := tlsconfig.MTLSClientConfig(svid, bundle, tlsconfig.AuthorizeID(want))
-	cfg.MinVersion = tls.VersionTLS13
-	cfg.NextProtos = []string{ProtoH2}
-	return cfg
+// SerialSet is an immutable set of certificate serial numbers, such as the
+// revoked SVIDs a snapshot lists. The zero value is empty. Contains does not
+// allocate.
+type SerialSet struct {
+	// m is keyed by the big-endian bytes of each serial, without leading
+	// zeros (big.Int.Bytes).
+	m map[string]struct{}
+}
+
+// NewSerialSet returns the set of serials, each in hex as
+// big.Int.Text(16) writes them (lowercase, no leading zeros; other cases
+// and leading zeros are read the same). A serial that is not positive hex
+// is an error naming its index.
+func NewSerialSet(serials []string) (SerialSet, error) {
+	if len(serials) == 0 {
+		return SerialSet{}, nil
+	}
+	m := make(map[string]struct{}, len(serials))
+	for i, s := range serials {
+		n, ok := new(big.Int).SetString(s, 16)
+		if !ok || n.Sign() <= 0 || strings.HasPrefix(s, "+") {
+			return SerialSet{}, fmt.Errorf("serial %d: %q is not a positive hex number", i, s)
+		}
+		m[string(n.Bytes())] = struct{}{}
+	}
+	return SerialSet{m: m}, nil
+}
+
+// Len returns the number of serials in the set.
+func (s SerialSet) Len() int { return len(s.m) }
+
+// Contains reports whether leaf's serial number is in the set.
+func (s SerialSet) Contains(leaf *x509.Certificate) bool {
+	if len(s.m) == 0 || leaf == nil || leaf.SerialNumber == nil || leaf.SerialNumber.Sign() <= 0 {
+		return false
+	}
+	n := leaf.SerialNumber
+	// RFC 5280 serials are at most 20 octets: those fit on the stack.
+	var buf [20]byte
+	size := (n.BitLen() + 7) / 8
+	if size > len(buf) {
+		_, ok := s.m[string(n.Bytes())]
+		return ok
+	}
+	n.FillBytes(buf[:])
+	_, ok := s.m[string(buf[len(buf)-size:])]
+	return ok
 }
 
 // ControlClientConfig is a proxy's config for the control plane once it
@@ -218,7 +316,7 @@ func ControlServerConfig(getCert func(*tls.ClientHelloInfo) (*tls.Certificate, e
 		NextProtos:       []string{ProtoH2},
 		GetCertificate:   getCert,
 		ClientAuth:       tls.RequestClientCert,
-		VerifyConnection: verifyResumed(bundle, authorize, false),
+		VerifyConnection: verifyConnection(bundle, authorize, false, nil),
 		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
 			if len(raw) == 0 {
 				return nil
@@ -278,8 +376,10 @@ func modernSuites() []uint16 {
 // certificate it was authenticated with expires: a certificate is checked at
 // the handshake, and without this a long-lived connection (HTTP/2 between
 // sidecars) would let a stolen SVID outlive its expiry. Serve TLS on the
-// returned listener with the returned config.
-func ExpireConnections(ln net.Listener, cfg *tls.Config) (net.Listener, *tls.Config) {
+// returned listener with the returned config. The listener also closes, on
+// demand, the connections of peers that were revoked after their handshake
+// (ClosePeers).
+func ExpireConnections(ln net.Listener, cfg *tls.Config) (*ExpiringListener, *tls.Config) {
 	outer := &tls.Config{
 		MinVersion:     cfg.MinVersion,
 		NextProtos:     cfg.NextProtos,
@@ -289,46 +389,90 @@ func ExpireConnections(ln net.Listener, cfg *tls.Config) (net.Listener, *tls.Con
 			ec, _ := hello.Conn.(*expiringConn)
 			verify := c.VerifyConnection
 			c.VerifyConnection = func(cs tls.ConnectionState) error {
-				if verify != nil {
-					if err := verify(cs); err != nil {
-						return err
-					}
-				}
+				// The peer is recorded before it is checked: a ClosePeers
+				// that runs meanwhile either sees it or has already
+				// changed what verify checks.
 				if ec != nil && len(cs.PeerCertificates) > 0 {
-					ec.expireAt(cs.PeerCertificates[0].NotAfter)
+					ec.setPeer(cs.PeerCertificates[0])
+				}
+				if verify != nil {
+					return verify(cs)
 				}
 				return nil
 			}
 			return c, nil
 		},
 	}
-	return expiringListener{ln}, outer
+	return &ExpiringListener{Listener: ln, conns: map[*expiringConn]struct{}{}}, outer
 }
 
-type expiringListener struct{ net.Listener }
+// ExpiringListener is the listener ExpireConnections returns. It keeps the
+// connections it accepted until they are closed.
+type ExpiringListener struct {
+	net.Listener
 
-func (l expiringListener) Accept() (net.Conn, error) {
+	mu    sync.Mutex
+	conns map[*expiringConn]struct{}
+}
+
+// Accept waits for and returns the next connection.
+func (l *ExpiringListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err != nil {
 		return nil, err
 	}
-	return &expiringConn{Conn: c}, nil
+	ec := &expiringConn{Conn: c, l: l}
+	l.mu.Lock()
+	l.conns[ec] = struct{}{}
+	l.mu.Unlock()
+	return ec, nil
 }
 
-// expiringConn closes itself at a deadline set after the handshake.
+// ClosePeers closes every open connection whose peer certificate (as
+// presented at its handshake) match reports, and returns how many it
+// closed. In-flight requests on them fail.
+func (l *ExpiringListener) ClosePeers(match func(leaf *x509.Certificate) bool) int {
+	var doomed []*expiringConn
+	l.mu.Lock()
+	for c := range l.conns {
+		if leaf := c.leaf.Load(); leaf != nil && match(leaf) {
+			doomed = append(doomed, c)
+		}
+	}
+	l.mu.Unlock()
+	for _, c := range doomed {
+		c.Close()
+	}
+	return len(doomed)
+}
+
+func (l *ExpiringListener) forget(c *expiringConn) {
+	l.mu.Lock()
+	delete(l.conns, c)
+	l.mu.Unlock()
+}
+
+// expiringConn closes itself when its peer's certificate expires.
 type expiringConn struct {
 	net.Conn
+	l *ExpiringListener
+	// leaf is the peer's certificate, once presented.
+	leaf atomic.Pointer[x509.Certificate]
+
 	mu    sync.Mutex
 	timer *time.Timer
 }
 
-func (c *expiringConn) expireAt(t time.Time) {
+// setPeer records the peer's certificate and closes the connection when it
+// expires.
+func (c *expiringConn) setPeer(leaf *x509.Certificate) {
+	c.leaf.Store(leaf)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.timer != nil {
 		c.timer.Stop()
 	}
-	c.timer = time.AfterFunc(time.Until(t), func() { c.Conn.Close() })
+	c.timer = time.AfterFunc(time.Until(leaf.NotAfter), func() { c.Close() })
 }
 
 // Close closes the connection and stops its expiry timer.
@@ -338,6 +482,7 @@ func (c *expiringConn) Close() error {
 		c.timer.Stop()
 	}
 	c.mu.Unlock()
+	c.l.forget(c)
 	return c.Conn.Close()
 }
 

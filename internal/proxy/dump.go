@@ -1,6 +1,9 @@
 package proxy
 
-import "sort"
+import (
+	"slices"
+	"sort"
+)
 
 // Dump is the engine's current configuration as /config_dump shows it. It
 // holds no keys or secrets.
@@ -11,6 +14,10 @@ type Dump struct {
 	Peers         map[string][]string `json:"peers,omitempty"`
 	Services      []string            `json:"services"`
 	Destinations  []DumpDestination   `json:"destinations"`
+	// BundleVersion is the snapshot's trust bundle version.
+	BundleVersion int64 `json:"bundleVersion,omitempty"`
+	// RevokedSerials are the serials of the SVIDs peers are refused with.
+	RevokedSerials []string `json:"revokedSerials,omitempty"`
 }
 
 // DumpDestination is one callable service in a Dump.
@@ -27,6 +34,10 @@ func (e *Engine) Dump() Dump {
 		return d
 	}
 	d.Version, d.LastKnownGood, d.Peers = t.version, t.lastKnownGood, t.peers
+	d.BundleVersion = t.bundleVersion
+	if len(t.revokedSerials) > 0 {
+		d.RevokedSerials = slices.Sorted(slices.Values(t.revokedSerials))
+	}
 	for s := range t.services {
 		d.Services = append(d.Services, s)
 	}

@@ -8,6 +8,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -63,20 +64,34 @@ func workloadID(t testing.TB, ns, sa string) spiffeid.ID {
 }
 
 // source is an x509svid.Source and x509bundle.Source holding one SVID and
-// the bundle of td.
+// the bundle of td, which setRoots replaces (as a snapshot does).
 type source struct {
-	svid   *x509svid.SVID
+	svid *x509svid.SVID
+
+	mu     sync.Mutex
 	bundle *x509bundle.Bundle
 }
 
 func (s *source) GetX509SVID() (*x509svid.SVID, error) { return s.svid, nil }
 
 func (s *source) GetX509BundleForTrustDomain(d spiffeid.TrustDomain) (*x509bundle.Bundle, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if d != s.bundle.TrustDomain() {
 		return nil, fmt.Errorf("no bundle for trust domain %s", d)
 	}
 	return s.bundle, nil
 }
+
+// setRoots replaces the bundle's roots.
+func (s *source) setRoots(roots ...*x509.Certificate) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.bundle = x509bundle.FromX509Authorities(td, roots)
+}
+
+// serial returns the serial of the SVID's leaf as snapshots list it.
+func (s *source) serial() string { return s.svid.Certificates[0].SerialNumber.Text(16) }
 
 // authority is a real workload CA in a real bolt store.
 type authority struct {
@@ -398,7 +413,8 @@ type node struct {
 	svc    identity.ServiceRef
 	src    *source
 	engine *proxy.Engine
-	log    *logBuffer
+	log    *logBuffer // access log
+	plog   *logBuffer // process log
 
 	inbound  *trackingListener
 	inProtos *seenProto
@@ -406,12 +422,19 @@ type node struct {
 
 func newNode(t testing.TB, a *authority, svc identity.ServiceRef, appAddr string) *node {
 	t.Helper()
-	n := &node{svc: svc, src: a.svid(t, workloadID(t, svc.Namespace, svc.Name)), log: newLogBuffer()}
+	return newNodeWith(t, a.svid(t, workloadID(t, svc.Namespace, svc.Name)), svc, appAddr)
+}
+
+// newNodeWith is newNode with the given identity and bundle.
+func newNodeWith(t testing.TB, src *source, svc identity.ServiceRef, appAddr string) *node {
+	t.Helper()
+	n := &node{svc: svc, src: src, log: newLogBuffer(), plog: newLogBuffer()}
 	e, err := proxy.New(proxy.Config{
 		Service:   svc,
 		App:       appAddr,
 		SVID:      n.src,
 		Bundle:    n.src,
+		Logger:    slog.New(slog.NewJSONHandler(n.plog, &slog.HandlerOptions{Level: slog.LevelInfo})),
 		AccessLog: slog.New(slog.NewJSONHandler(n.log, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	if err != nil {
@@ -432,14 +455,16 @@ func (n *node) apply(t testing.TB, snap *apiv1.Snapshot) {
 }
 
 // serveInbound serves the engine's inbound handler over mTLS on loopback,
-// as the sidecar does, and returns its address.
+// as the sidecar does (on a listener prepared by InboundListener), and
+// returns its address.
 func (n *node) serveInbound(t testing.TB) string {
 	t.Helper()
 	n.inbound = newTrackingListener(t)
 	n.inProtos = &seenProto{}
+	ln, tlsCfg := n.engine.InboundListener(n.inbound, td)
 	srv := &http.Server{
 		Handler:           n.inProtos.wrap(n.engine.Inbound()),
-		TLSConfig:         mtls.ServerConfig(n.src, n.src, td),
+		TLSConfig:         tlsCfg,
 		ReadHeaderTimeout: 10 * time.Second,
 		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: 1000},
 		ErrorLog:          slog.NewLogLogger(slog.DiscardHandler, slog.LevelDebug),
@@ -447,7 +472,7 @@ func (n *node) serveInbound(t testing.TB) string {
 		// the engine never sees it (see the report on sidecar's servers).
 		DisableGeneralOptionsHandler: true,
 	}
-	go srv.ServeTLS(n.inbound, "", "")
+	go srv.ServeTLS(ln, "", "")
 	t.Cleanup(func() { srv.Close() })
 	return n.inbound.Addr().String()
 }

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -24,17 +25,27 @@ type poolKey struct {
 	id   spiffeid.ID
 }
 
+// pooledConn is a connection to a peer and the certificate the peer
+// presented at its handshake.
+type pooledConn struct {
+	cc   *http2.ClientConn
+	leaf *x509.Certificate
+}
+
 // pool keeps long-lived HTTP/2 connections over mTLS to peer sidecars, so
 // requests are multiplexed and handshakes are rare. A connection is opened
 // when no existing one can take a new stream; concurrent callers wait for
-// one dial instead of each dialing.
+// one dial instead of each dialing. A connection whose peer is revoked is
+// closed (see retain).
 type pool struct {
 	tlsConfig func(want spiffeid.ID) *tls.Config
+	// revoked reports whether a peer's certificate is revoked now.
+	revoked   func(leaf *x509.Certificate) bool
 	transport *http2.Transport
 	dialer    net.Dialer
 
 	mu      sync.Mutex
-	conns   map[poolKey][]*http2.ClientConn
+	conns   map[poolKey][]pooledConn
 	dialing map[poolKey]chan struct{}
 	// keep is the set of peers of the current snapshot (nil: all, before
 	// the first retain). A dial that completes for a peer no longer in it
@@ -43,9 +54,10 @@ type pool struct {
 	closed bool
 }
 
-func newPool(tlsConfig func(spiffeid.ID) *tls.Config) *pool {
+func newPool(tlsConfig func(spiffeid.ID) *tls.Config, revoked func(*x509.Certificate) bool) *pool {
 	return &pool{
 		tlsConfig: tlsConfig,
+		revoked:   revoked,
 		transport: &http2.Transport{
 			// Health checks of idle connections: a peer that vanished is
 			// noticed within ReadIdleTimeout+PingTimeout.
@@ -54,7 +66,7 @@ func newPool(tlsConfig func(spiffeid.ID) *tls.Config) *pool {
 			DisableCompression: true,
 		},
 		dialer:  net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second},
-		conns:   map[poolKey][]*http2.ClientConn{},
+		conns:   map[poolKey][]pooledConn{},
 		dialing: map[poolKey]chan struct{}{},
 	}
 }
@@ -87,14 +99,14 @@ func (p *pool) get(ctx context.Context, key poolKey) (cc *http2.ClientConn, pool
 		}
 		live := p.conns[key][:0]
 		var usable *http2.ClientConn
-		for _, cc := range p.conns[key] {
-			st := cc.State()
+		for _, pc := range p.conns[key] {
+			st := pc.cc.State()
 			if st.Closed || (st.Closing && st.StreamsActive == 0) {
 				continue
 			}
-			live = append(live, cc)
-			if usable == nil && cc.CanTakeNewRequest() {
-				usable = cc
+			live = append(live, pc)
+			if usable == nil && pc.cc.CanTakeNewRequest() {
+				usable = pc.cc
 			}
 		}
 		if len(live) == 0 {
@@ -119,7 +131,7 @@ func (p *pool) get(ctx context.Context, key poolKey) (cc *http2.ClientConn, pool
 		p.dialing[key] = done
 		p.mu.Unlock()
 
-		cc, err := p.dial(ctx, key)
+		pc, err := p.dial(ctx, key)
 
 		p.mu.Lock()
 		defer p.mu.Unlock()
@@ -129,61 +141,92 @@ func (p *pool) get(ctx context.Context, key poolKey) (cc *http2.ClientConn, pool
 		case err != nil:
 			return nil, false, err
 		case p.closed:
-			cc.Close()
+			pc.cc.Close()
 			return nil, false, errPoolClosed
+		case p.revoked(pc.leaf):
+			// Revoked after its handshake was verified: a retain that ran
+			// meanwhile could not see this connection.
+			pc.cc.Close()
+			return nil, false, &connectError{err: fmt.Errorf("peer %s (%s) presented a revoked certificate", key.addr, key.id)}
 		case p.keep != nil && !p.keep[key]:
-			return cc, false, nil
+			return pc.cc, false, nil
 		}
-		p.conns[key] = append(p.conns[key], cc)
-		return cc, true, nil
+		p.conns[key] = append(p.conns[key], pc)
+		return pc.cc, true, nil
 	}
 }
 
-func (p *pool) dial(ctx context.Context, key poolKey) (*http2.ClientConn, error) {
+func (p *pool) dial(ctx context.Context, key poolKey) (pooledConn, error) {
 	raw, err := p.dialer.DialContext(ctx, "tcp", key.addr)
 	if err != nil {
-		return nil, &connectError{err: err}
+		return pooledConn{}, &connectError{err: err}
 	}
 	conn := tls.Client(raw, p.tlsConfig(key.id))
 	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := conn.HandshakeContext(hctx); err != nil {
 		raw.Close()
-		return nil, &connectError{err: fmt.Errorf("mtls handshake with %s (%s): %w", key.addr, key.id, err)}
+		return pooledConn{}, &connectError{err: fmt.Errorf("mtls handshake with %s (%s): %w", key.addr, key.id, err)}
 	}
-	if proto := conn.ConnectionState().NegotiatedProtocol; proto != mtls.ProtoH2 {
+	state := conn.ConnectionState()
+	if state.NegotiatedProtocol != mtls.ProtoH2 {
 		conn.Close()
-		return nil, &connectError{err: fmt.Errorf("peer %s did not negotiate h2 (got %q)", key.addr, proto)}
+		return pooledConn{}, &connectError{err: fmt.Errorf("peer %s did not negotiate h2 (got %q)", key.addr, state.NegotiatedProtocol)}
+	}
+	if len(state.PeerCertificates) == 0 {
+		conn.Close() // cannot happen: the config requires a verified SVID
+		return pooledConn{}, &connectError{err: fmt.Errorf("peer %s presented no certificate", key.addr)}
 	}
 	cc, err := p.transport.NewClientConn(conn)
 	if err != nil {
 		conn.Close()
-		return nil, &connectError{err: err}
+		return pooledConn{}, &connectError{err: err}
 	}
 	// The peer's certificate was checked at the handshake only: retire the
 	// connection when it expires (the peer will have rotated long before).
-	if certs := conn.ConnectionState().PeerCertificates; len(certs) > 0 {
-		time.AfterFunc(time.Until(certs[0].NotAfter), func() { shutdown(cc) })
-	}
-	return cc, nil
+	leaf := state.PeerCertificates[0]
+	time.AfterFunc(time.Until(leaf.NotAfter), func() { shutdown(cc) })
+	return pooledConn{cc: cc, leaf: leaf}, nil
 }
 
 // retain closes connections to peers that are no longer endpoints (or whose
-// identity changed), letting their in-flight streams finish.
-func (p *pool) retain(keep map[poolKey]bool) {
+// identity changed), letting their in-flight streams finish, and closes
+// those to peers whose certificate is now revoked at once; it returns how
+// many of the latter it closed.
+func (p *pool) retain(keep map[poolKey]bool) int {
 	p.mu.Lock()
 	p.keep = keep
-	var drop []*http2.ClientConn
-	for k, ccs := range p.conns {
+	var drop, kill []*http2.ClientConn
+	for k, pcs := range p.conns {
 		if !keep[k] {
-			drop = append(drop, ccs...)
+			for _, pc := range pcs {
+				drop = append(drop, pc.cc)
+			}
 			delete(p.conns, k)
+			continue
+		}
+		live := pcs[:0]
+		for _, pc := range pcs {
+			if p.revoked(pc.leaf) {
+				kill = append(kill, pc.cc)
+				continue
+			}
+			live = append(live, pc)
+		}
+		if len(live) == 0 {
+			delete(p.conns, k)
+		} else {
+			p.conns[k] = live
 		}
 	}
 	p.mu.Unlock()
 	for _, cc := range drop {
 		go shutdown(cc)
 	}
+	for _, cc := range kill {
+		cc.Close()
+	}
+	return len(kill)
 }
 
 // retire gracefully closes every pooled connection; in-flight requests
@@ -191,11 +234,11 @@ func (p *pool) retain(keep map[poolKey]bool) {
 func (p *pool) retire() {
 	p.mu.Lock()
 	conns := p.conns
-	p.conns = map[poolKey][]*http2.ClientConn{}
+	p.conns = map[poolKey][]pooledConn{}
 	p.mu.Unlock()
-	for _, ccs := range conns {
-		for _, cc := range ccs {
-			go shutdown(cc)
+	for _, pcs := range conns {
+		for _, pc := range pcs {
+			go shutdown(pc.cc)
 		}
 	}
 }
@@ -205,11 +248,11 @@ func (p *pool) close() {
 	p.mu.Lock()
 	p.closed = true
 	conns := p.conns
-	p.conns = map[poolKey][]*http2.ClientConn{}
+	p.conns = map[poolKey][]pooledConn{}
 	p.mu.Unlock()
-	for _, ccs := range conns {
-		for _, cc := range ccs {
-			cc.Close()
+	for _, pcs := range conns {
+		for _, pc := range pcs {
+			pc.cc.Close()
 		}
 	}
 }

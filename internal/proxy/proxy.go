@@ -9,7 +9,11 @@
 //
 // It reads the mesh through an immutable table compiled from the latest
 // snapshot and swapped atomically. It never falls back to plaintext: a peer
-// is reached over mTLS or not at all. Client-supplied identity headers are
+// is reached over mTLS or not at all. A peer whose SVID serial the snapshot
+// lists as revoked fails the handshake in both directions, and a snapshot
+// that revokes a peer closes the connections it already has, pooled
+// (outbound) and accepted (inbound, on listeners prepared with
+// InboundListener). Client-supplied identity headers are
 // removed in both directions; the inbound side sets
 // X-Forwarded-Client-Cert for the app (Envoy's format: By=<this proxy's
 // SPIFFE ID>;URI=<caller's SPIFFE ID>). Every request produces one access log
@@ -22,6 +26,7 @@ package proxy
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -29,6 +34,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -75,7 +81,19 @@ type Engine struct {
 
 	appTransport *http.Transport
 	closeOnce    sync.Once
+
+	mu sync.Mutex
+	// inbound are the listeners InboundListener prepared.
+	inbound []*mtls.ExpiringListener
+
+	// refusedLogged is when a refused handshake was last logged (unix
+	// nanoseconds), refusedQuiet how many were not logged since.
+	refusedLogged, refusedQuiet atomic.Int64
 }
+
+// refusedLogEvery bounds how often refused handshakes of revoked peers are
+// logged: a revoked peer that keeps retrying cannot flood the log.
+const refusedLogEvery = 10 * time.Second
 
 // New returns an Engine with no snapshot: until the first Apply, outbound
 // requests get 503 and inbound requests 503 (fails closed).
@@ -89,8 +107,8 @@ func New(cfg Config) (*Engine, error) {
 		access: telemetry.OrDiscard(cfg.AccessLog),
 	}
 	e.pool = newPool(func(want spiffeid.ID) *tls.Config {
-		return mtls.ClientConfig(cfg.SVID, cfg.Bundle, want)
-	})
+		return mtls.Mesh{SVID: cfg.SVID, Bundle: cfg.Bundle, Revoked: e.refuser(telemetry.DirectionOutbound)}.ClientConfig(want)
+	}, e.revoked)
 	e.appTransport = &http.Transport{
 		DialContext:           (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		MaxIdleConns:          1024,
@@ -141,19 +159,102 @@ func (e *Engine) apply(snap *apiv1.Snapshot, lkg bool) error {
 		e.logger.Warn("endpoint dropped from snapshot", telemetry.KeyDetail, d)
 	}
 	t.lastKnownGood = lkg
+	prev := e.table.Load()
 	e.table.Store(t)
+	if added := newlyRevoked(prev, t); len(added) > 0 {
+		e.logger.Warn("peer svids revoked", telemetry.KeyCount, len(added), telemetry.KeySerial, added, telemetry.KeyVersion, t.version)
+	}
 	keep := make(map[poolKey]bool, len(t.idByAddr))
 	for addr, id := range t.idByAddr {
 		keep[poolKey{addr: addr, id: id}] = true
 	}
-	e.pool.retain(keep)
+	closed := e.pool.retain(keep)
+	if t.revoked.Len() > 0 {
+		e.mu.Lock()
+		inbound := e.inbound
+		e.mu.Unlock()
+		for _, l := range inbound {
+			closed += l.ClosePeers(t.revoked.Contains)
+		}
+	}
+	if closed > 0 {
+		e.logger.Warn("closed connections of revoked peers", telemetry.KeyCount, closed, telemetry.KeyVersion, t.version)
+	}
 	return nil
+}
+
+// newlyRevoked returns the serials t revokes that prev did not.
+func newlyRevoked(prev, t *table) []string {
+	if prev == nil || len(prev.revokedSerials) == 0 {
+		return slices.Clone(t.revokedSerials)
+	}
+	before := make(map[string]struct{}, len(prev.revokedSerials))
+	for _, s := range prev.revokedSerials {
+		before[s] = struct{}{}
+	}
+	var added []string
+	for _, s := range t.revokedSerials {
+		if _, ok := before[s]; !ok {
+			added = append(added, s)
+		}
+	}
+	return added
+}
+
+// revoked reports whether the current snapshot revokes a peer's
+// certificate. It does not allocate.
+func (e *Engine) revoked(leaf *x509.Certificate) bool {
+	t := e.table.Load()
+	return t != nil && t.revoked.Contains(leaf)
+}
+
+// refuser is revoked for the handshakes of one direction: it also logs the
+// refusals, at most once every refusedLogEvery.
+func (e *Engine) refuser(direction string) mtls.Revoked {
+	return func(leaf *x509.Certificate) bool {
+		if !e.revoked(leaf) {
+			return false
+		}
+		now, last := time.Now().UnixNano(), e.refusedLogged.Load()
+		if now-last < int64(refusedLogEvery) || !e.refusedLogged.CompareAndSwap(last, now) {
+			e.refusedQuiet.Add(1)
+			return true
+		}
+		e.logger.Warn("handshake refused: peer svid revoked", telemetry.KeyDirection, direction,
+			telemetry.KeySerial, leaf.SerialNumber.Text(16), telemetry.KeyDetail, fmt.Sprintf("%d more not logged", e.refusedQuiet.Swap(0)))
+		return true
+	}
+}
+
+// InboundListener prepares ln, the inbound listener the composition root
+// opened, for serving Inbound over mTLS with the returned config: peers must
+// present a workload SVID of td that chains to the current trust bundle and
+// that the current snapshot does not revoke. Each accepted connection is
+// closed when its peer's certificate expires, or when a later snapshot
+// revokes it.
+func (e *Engine) InboundListener(ln net.Listener, td spiffeid.TrustDomain) (net.Listener, *tls.Config) {
+	el, cfg := mtls.ExpireConnections(ln, mtls.Mesh{
+		SVID: e.cfg.SVID, Bundle: e.cfg.Bundle, TrustDomain: td, Revoked: e.refuser(telemetry.DirectionInbound),
+	}.ServerConfig())
+	e.mu.Lock()
+	e.inbound = append(e.inbound, el)
+	e.mu.Unlock()
+	return el, cfg
 }
 
 // Version returns the version of the current snapshot, 0 before the first.
 func (e *Engine) Version() int64 {
 	if t := e.table.Load(); t != nil {
 		return t.version
+	}
+	return 0
+}
+
+// BundleVersion returns the trust bundle version of the current snapshot,
+// 0 before the first (or when the control plane does not send one).
+func (e *Engine) BundleVersion() int64 {
+	if t := e.table.Load(); t != nil {
+		return t.bundleVersion
 	}
 	return 0
 }
@@ -267,6 +368,12 @@ func (e *Engine) serveInbound(w http.ResponseWriter, r *http.Request) {
 	t := e.table.Load()
 	if t == nil {
 		e.reject(rw, info, http.StatusServiceUnavailable, "proxy not ready", "no snapshot yet")
+		return
+	}
+	// A revoked peer's connections are closed when the snapshot arrives;
+	// this covers requests already read from them.
+	if t.revoked.Contains(r.TLS.PeerCertificates[0]) {
+		e.reject(rw, info, http.StatusForbidden, "forbidden", "peer certificate revoked")
 		return
 	}
 	if e.cfg.App == "" {

@@ -11,6 +11,7 @@ import (
 	apiv1 "github.com/bulwarkmesh/bulwark/api/v1alpha1"
 	"github.com/bulwarkmesh/bulwark/internal/config"
 	"github.com/bulwarkmesh/bulwark/internal/identity"
+	"github.com/bulwarkmesh/bulwark/internal/mtls"
 	"github.com/bulwarkmesh/bulwark/internal/policy"
 )
 
@@ -30,8 +31,15 @@ type table struct {
 	dests map[string]*destination
 	// idByAddr maps an endpoint address to the identity it must present.
 	idByAddr map[string]spiffeid.ID
-	// bundle is the trust bundle of the snapshot.
-	bundle []*x509.Certificate
+	// bundle is the trust bundle of the snapshot, and bundleVersion its
+	// version.
+	bundle        []*x509.Certificate
+	bundleVersion int64
+	// revoked holds the serials of revoked SVIDs: peers presenting one are
+	// refused.
+	revoked mtls.SerialSet
+	// revokedSerials are those serials as the snapshot lists them.
+	revokedSerials []string
 }
 
 // destination is a service this proxy may call.
@@ -65,12 +73,19 @@ func (d *destination) pick() (endpoint, bool) {
 // left out (and returned in dropped), since NACKing would freeze the proxy
 // on its old snapshot, which is what whoever made the collision wants.
 func compile(snap *apiv1.Snapshot, svc identity.ServiceRef) (t *table, dropped []string, err error) {
+	revoked, err := mtls.NewSerialSet(snap.GetRevokedSerials())
+	if err != nil {
+		return nil, nil, fmt.Errorf("revoked_serials: %w", err)
+	}
 	t = &table{
-		version:  snap.GetVersion(),
-		peers:    make(map[string][]string, len(snap.GetInbound().GetPeers())),
-		services: make(map[string]struct{}, len(snap.GetServices())),
-		dests:    make(map[string]*destination, len(snap.GetDestinations())),
-		idByAddr: map[string]spiffeid.ID{},
+		version:        snap.GetVersion(),
+		bundleVersion:  snap.GetBundleVersion(),
+		revoked:        revoked,
+		revokedSerials: snap.GetRevokedSerials(),
+		peers:          make(map[string][]string, len(snap.GetInbound().GetPeers())),
+		services:       make(map[string]struct{}, len(snap.GetServices())),
+		dests:          make(map[string]*destination, len(snap.GetDestinations())),
+		idByAddr:       map[string]spiffeid.ID{},
 	}
 	for i, der := range snap.GetTrustBundle() {
 		c, err := x509.ParseCertificate(der)

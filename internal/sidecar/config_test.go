@@ -59,6 +59,8 @@ func TestConfigValidate(t *testing.T) {
 		{name: "upstream_loopback", mutate: func(c *sidecar.Config) {
 			c.Upstreams = map[identity.ServiceRef]string{web: "127.0.0.1:9000"}
 		}, wantAdvertise: "127.0.0.1:15006"},
+		{name: "metrics_any_address", mutate: func(c *sidecar.Config) { c.Metrics = "0.0.0.0:9090" }, wantAdvertise: "127.0.0.1:15006"},
+		{name: "metrics_without_port", mutate: func(c *sidecar.Config) { c.Metrics = "127.0.0.1" }, wantErr: "metrics:"},
 		{name: "no_token_no_data_dir", mutate: func(c *sidecar.Config) { c.Token = "" }, wantErr: "token: required"},
 		{name: "data_dir_without_token", mutate: func(c *sidecar.Config) { c.Token, c.DataDir = "", t.TempDir() }, wantAdvertise: "127.0.0.1:15006"},
 	}
@@ -84,6 +86,49 @@ func TestConfigValidate(t *testing.T) {
 			}
 			if want := c.TrustDomain; td.Name() != want {
 				t.Errorf("trust domain: got %q, want %q", td.Name(), want)
+			}
+		})
+	}
+}
+
+func TestConfigWorkloadAPI(t *testing.T) {
+	tests := []struct {
+		name     string
+		addr     string
+		uid, gid int
+		wantErr  string // prefix; "" for valid
+		wantPath string
+	}{
+		{name: "absolute_path", addr: "unix:///run/bulwark/agent.sock", uid: -1, gid: -1, wantPath: "/run/bulwark/agent.sock"},
+		{name: "with_uid_and_gid", addr: "unix:///tmp/w.sock", uid: 1000, gid: 1000, wantPath: "/tmp/w.sock"},
+		{name: "root_uid", addr: "unix:///tmp/w.sock", uid: 0, gid: -1, wantPath: "/tmp/w.sock"},
+		{name: "off", addr: "", uid: -5, gid: -5},
+		{name: "bare_path", addr: "/run/agent.sock", uid: -1, gid: -1, wantErr: "workload-api:"},
+		{name: "tcp", addr: "tcp://127.0.0.1:8081", uid: -1, gid: -1, wantErr: "workload-api:"},
+		{name: "relative_path", addr: "unix://run/agent.sock", uid: -1, gid: -1, wantErr: "workload-api:"},
+		{name: "opaque", addr: "unix:agent.sock", uid: -1, gid: -1, wantErr: "workload-api:"},
+		{name: "not_clean", addr: "unix:///run/../tmp/agent.sock", uid: -1, gid: -1, wantErr: "workload-api:"},
+		{name: "query", addr: "unix:///run/agent.sock?x=1", uid: -1, gid: -1, wantErr: "workload-api:"},
+		{name: "fragment", addr: "unix:///run/agent.sock#x", uid: -1, gid: -1, wantErr: "workload-api:"},
+		{name: "bad_uid", addr: "unix:///tmp/w.sock", uid: -2, gid: -1, wantErr: "workload-uid:"},
+		{name: "bad_gid", addr: "unix:///tmp/w.sock", uid: -1, gid: -2, wantErr: "workload-gid:"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := validConfig()
+			c.WorkloadAPI, c.WorkloadUID, c.WorkloadGID = tt.addr, tt.uid, tt.gid
+			_, err := c.Validate()
+			if tt.wantErr != "" {
+				if err == nil || !strings.HasPrefix(err.Error(), tt.wantErr) {
+					t.Errorf("got %v, want an error starting %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("got %v, want no error", err)
+			}
+			if got := c.WorkloadSocket(); got != tt.wantPath {
+				t.Errorf("socket path: got %q, want %q", got, tt.wantPath)
 			}
 		})
 	}

@@ -21,13 +21,13 @@ import (
 	"github.com/bulwarkmesh/bulwark/internal/svid"
 )
 
-// rpcTimeout bounds one Attest or SignSVID call.
+// rpcTimeout bounds one Attest, SignSVID or SignJWTSVID call.
 const rpcTimeout = 15 * time.Second
 
 // controlClient reaches the control plane: Attest over a bootstrap TLS
 // connection that authenticates the control plane with the CA bundle file
-// or the token's CA pin; SignSVID and Subscribe over mTLS with the proxy's
-// SVID. It implements svid.Issuer.
+// or the token's CA pin; SignSVID, SignJWTSVID and Subscribe over mTLS with
+// the proxy's SVID. It implements svid.Issuer.
 type controlClient struct {
 	addr string
 	// anchors returns the roots to verify the control plane with on first
@@ -92,6 +92,23 @@ func (c *controlClient) Renew(ctx context.Context, csr []byte) (*svid.Issued, er
 		return nil, classify(err)
 	}
 	return issuedFrom(resp.GetSvid(), resp.GetBundle())
+}
+
+// SignJWT implements svid.Issuer with the SignJWTSVID RPC, over mTLS with
+// the proxy's SVID like Renew.
+func (c *controlClient) SignJWT(ctx context.Context, audience []string) (string, error) {
+	conn, err := c.dial(credentials.NewTLS(mtls.ControlClientConfig(c.mgr, c.mgr, c.trustDomain())))
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(ctx, rpcTimeout)
+	defer cancel()
+	resp, err := apiv1.NewControlClient(conn).SignJWTSVID(ctx, &apiv1.SignJWTSVIDRequest{Audience: audience})
+	if err != nil {
+		return "", classify(err)
+	}
+	return resp.GetToken(), nil
 }
 
 // trustDomain is the trust domain of the proxy's SVID (or the one learned

@@ -1,8 +1,9 @@
 // Package sidecar is the composition root of `bulwark proxy`: it obtains the
 // proxy's identity (internal/svid), keeps the forwarding engine
 // (internal/proxy) on the newest snapshot, and serves the inbound mTLS
-// listener, the app's outbound listener, per-upstream listeners and the
-// loopback admin endpoints, until its context is done.
+// listener, the app's outbound listener, per-upstream listeners, the
+// loopback admin endpoints, Prometheus metrics and the SPIFFE Workload API
+// (internal/svid/workloadapi), until its context is done.
 //
 // Only listeners whose flags are given are opened, so many proxies run on
 // one host. The inbound listener opens only once the proxy holds an SVID.
@@ -21,7 +22,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,6 +39,7 @@ import (
 	"github.com/bulwarkmesh/bulwark/internal/proxy"
 	"github.com/bulwarkmesh/bulwark/internal/run"
 	"github.com/bulwarkmesh/bulwark/internal/svid"
+	"github.com/bulwarkmesh/bulwark/internal/svid/workloadapi"
 	"github.com/bulwarkmesh/bulwark/internal/telemetry"
 )
 
@@ -70,6 +74,18 @@ type Config struct {
 	// Admin is the loopback admin listener (/ready, /live, /config_dump);
 	// "" for none.
 	Admin string
+	// Metrics is the address /metrics (Prometheus, plain HTTP) is served
+	// on; "" for none. Any address is accepted: it is a scrape port.
+	Metrics string
+	// WorkloadAPI is the SPIFFE Workload API socket, unix:///absolute/path;
+	// "" for none.
+	WorkloadAPI string
+	// WorkloadUID is the only uid allowed to connect to the Workload API
+	// and the socket's owner; WorkloadGID, the socket's group (making it
+	// 0660). -1 (workloadapi.NotSet) leaves each unset: then only the
+	// proxy's own uid may connect. Note that 0 is root, not unset. Used
+	// only with WorkloadAPI.
+	WorkloadUID, WorkloadGID int
 	// DataDir keeps the SVID and the last snapshot across restarts; "" for
 	// none.
 	DataDir string
@@ -81,6 +97,9 @@ type Config struct {
 	// Ready, if set, is called once the proxy holds an SVID and a first
 	// snapshot, with the bound addresses.
 	Ready func(Addrs)
+
+	// workloadSocket is the path of WorkloadAPI, set by validate.
+	workloadSocket string
 }
 
 // Addrs are the addresses a running sidecar bound.
@@ -88,6 +107,7 @@ type Addrs struct {
 	Inbound   string
 	Outbound  string
 	Admin     string
+	Metrics   string
 	Upstreams map[identity.ServiceRef]string
 }
 
@@ -136,6 +156,24 @@ func (c *Config) validate() (spiffeid.TrustDomain, error) {
 			return td, fmt.Errorf("upstream %s: %w", svc, err)
 		}
 	}
+	if c.Metrics != "" {
+		if _, _, err := net.SplitHostPort(c.Metrics); err != nil {
+			return td, fmt.Errorf("metrics: %w", err)
+		}
+	}
+	if c.WorkloadAPI != "" {
+		sock, err := socketPath(c.WorkloadAPI)
+		if err != nil {
+			return td, fmt.Errorf("workload-api: %w", err)
+		}
+		c.workloadSocket = sock
+		if c.WorkloadUID < workloadapi.NotSet {
+			return td, fmt.Errorf("workload-uid: %d is neither a uid nor -1 (not set)", c.WorkloadUID)
+		}
+		if c.WorkloadGID < workloadapi.NotSet {
+			return td, fmt.Errorf("workload-gid: %d is neither a gid nor -1 (not set)", c.WorkloadGID)
+		}
+	}
 	if c.Token == "" && c.DataDir == "" {
 		return td, errors.New("token: required (or a data dir holding an SVID)")
 	}
@@ -143,6 +181,26 @@ func (c *Config) validate() (spiffeid.TrustDomain, error) {
 	c.AccessLog = telemetry.OrDiscard(c.AccessLog)
 	c.Clock = clock.OrReal(c.Clock)
 	return td, nil
+}
+
+// socketPath returns the path of a unix:///absolute/path address, as
+// SPIFFE clients (go-spiffe's workloadapi.WithAddr) read it.
+func socketPath(addr string) (string, error) {
+	u, err := url.Parse(addr)
+	if err != nil {
+		return "", fmt.Errorf("%q: %w", addr, err)
+	}
+	switch {
+	case u.Scheme != "unix":
+		return "", fmt.Errorf("%q: want unix:///absolute/path", addr)
+	case u.Opaque != "" || u.Host != "" || u.User != nil:
+		return "", fmt.Errorf("%q: want unix:///absolute/path (three slashes)", addr)
+	case u.RawQuery != "" || u.Fragment != "" || u.ForceQuery:
+		return "", fmt.Errorf("%q: a socket path has no query or fragment", addr)
+	case !filepath.IsAbs(u.Path) || filepath.Clean(u.Path) != u.Path:
+		return "", fmt.Errorf("%q: want a clean absolute path", addr)
+	}
+	return u.Path, nil
 }
 
 // requireLoopback refuses listeners that would expose the app's side of the
@@ -252,6 +310,16 @@ func Run(ctx context.Context, cfg Config) error {
 		client: client, mgr: mgr, engine: engine, service: cfg.Service, advertise: cfg.Advertise,
 		dataDir: cfg.DataDir, clock: cfg.Clock, logger: logger, applied: make(chan struct{}),
 	}
+	var wapi *workloadapi.Server
+	if cfg.WorkloadAPI != "" {
+		wapi, err = workloadapi.New(workloadapi.Config{
+			Socket: cfg.workloadSocket, UID: cfg.WorkloadUID, GID: cfg.WorkloadGID,
+			Source: mgr, Logger: logger, Clock: cfg.Clock,
+		})
+		if err != nil {
+			return fmt.Errorf("proxy config: workload-api: %w", err)
+		}
+	}
 	exposure := &exposureCheck{app: cfg.App, logger: logger}
 	// After a renewal, connections to peers are re-made with the new SVID,
 	// well before peers would cut the old one off at its expiry.
@@ -305,6 +373,13 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		addrs.Admin = ln.Addr().String()
 	}
+	if cfg.Metrics != "" {
+		ln, err := listen(cfg.Metrics, metricsHandler(mgr.Status, engine.BundleVersion, cfg.Clock.Now))
+		if err != nil {
+			return fmt.Errorf("metrics: %w", err)
+		}
+		addrs.Metrics = ln.Addr().String()
+	}
 	var inboundLn net.Listener
 	if cfg.Inbound != "" {
 		// Bind now (the port must be known to register it) but accept
@@ -343,14 +418,28 @@ func Run(ctx context.Context, cfg Config) error {
 				<-ctx.Done()
 				return nil
 			}
-			td := mgr.ID().TrustDomain()
-			ln, tlsCfg := mtls.ExpireConnections(inboundLn, mtls.ServerConfig(mgr, mgr, td))
+			ln, tlsCfg := engine.InboundListener(inboundLn, mgr.ID().TrustDomain())
 			inboundLn = nil
 			srv := inboundServer(engine.Inbound(), tlsCfg, logger)
 			logger.Info("inbound listening", telemetry.KeyAddress, addrs.Inbound, telemetry.KeyIdentity, mgr.ID().String())
 			return serve(srv, ln)(ctx)
 		},
 		exposure.run,
+		func(ctx context.Context) error {
+			// The Workload API serves the proxy's SVID: it starts once
+			// there is one.
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-mgr.Ready():
+			}
+			if wapi == nil {
+				<-ctx.Done()
+				return nil
+			}
+			logger.Info("workload api starting", telemetry.KeyAddress, cfg.WorkloadAPI)
+			return wapi.Run(ctx)
+		},
 		func(ctx context.Context) error {
 			// Ready: an SVID and a first snapshot.
 			select {
@@ -436,19 +525,23 @@ func adminHandler(mgr *svid.Manager, engine *proxy.Engine, sub *subscriber, expo
 	})
 	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) {
 		connected, lkg, lastErr := sub.status()
+		svidStatus := mgr.Status()
 		st := readyStatus{
 			Identity:        mgr.ID().String(),
 			Instance:        mgr.Instance(),
 			SnapshotVersion: engine.Version(),
+			BundleVersion:   engine.BundleVersion(),
 			Connected:       connected,
 			LastError:       lastErr,
 			Warnings:        exposure.warnings(),
 		}
 		expired := false
-		if exp := mgr.Expiry(); !exp.IsZero() {
+		if exp := svidStatus.Expiry; !exp.IsZero() {
 			st.SVIDExpiry = exp.UTC().Format(time.RFC3339)
 			if expired = !now().Before(exp); expired {
 				st.Warnings = append(st.Warnings, "the SVID has expired and could not be renewed: peers refuse this proxy")
+			} else if svidStatus.Overdue {
+				st.Warnings = append(st.Warnings, "the SVID expires soon and its renewal keeps failing: check the control plane")
 			}
 		}
 		if lkg {
@@ -476,6 +569,7 @@ type readyStatus struct {
 	Instance        string   `json:"instance,omitempty"`
 	SVIDExpiry      string   `json:"svidExpiry,omitempty"`
 	SnapshotVersion int64    `json:"snapshotVersion"`
+	BundleVersion   int64    `json:"bundleVersion,omitempty"`
 	Connected       bool     `json:"connected"`
 	LastError       string   `json:"lastError,omitempty"`
 	Warnings        []string `json:"warnings,omitempty"`

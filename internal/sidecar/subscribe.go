@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -165,20 +166,11 @@ func (s *subscriber) streamErr(ctx, sctx context.Context, err error) error {
 	return err
 }
 
-// apply installs a snapshot: trust bundle first, then the engine's table,
-// then the on-disk copy.
+// apply installs a snapshot from the control plane (see install), then
+// keeps it on disk.
 func (s *subscriber) apply(snap *apiv1.Snapshot) error {
-	if err := s.engine.Apply(snap); err != nil {
+	if err := s.install(snap, false); err != nil {
 		return err
-	}
-	roots, err := parseDER(snap.GetTrustBundle())
-	if err != nil {
-		return fmt.Errorf("trust bundle: %w", err)
-	}
-	if len(roots) > 0 {
-		if err := s.mgr.SetBundle(roots); err != nil {
-			return fmt.Errorf("trust bundle: %w", err)
-		}
 	}
 	s.mu.Lock()
 	s.lkg = false
@@ -196,8 +188,46 @@ func (s *subscriber) apply(snap *apiv1.Snapshot) error {
 	return nil
 }
 
+// install checks every part of snap that can be malformed, then puts it in
+// force: the engine's table (policies, endpoints, revoked serials, bundle
+// version), the trust bundle, the JWT bundle, and an early renewal when the
+// snapshot names another signing authority than the SVID's. A snapshot that
+// does not check out changes nothing. lkg marks a last-known-good copy
+// from disk.
+func (s *subscriber) install(snap *apiv1.Snapshot, lkg bool) error {
+	roots, err := parseDER(snap.GetTrustBundle())
+	if err != nil {
+		return fmt.Errorf("trust bundle: %w", err)
+	}
+	if jwks := snap.GetJwtBundle(); len(jwks) > 0 {
+		if _, err := jwtbundle.Parse(s.mgr.ID().TrustDomain(), jwks); err != nil {
+			return fmt.Errorf("jwt bundle: %w", err)
+		}
+	}
+	apply := s.engine.Apply
+	if lkg {
+		apply = s.engine.ApplyLastKnownGood
+	}
+	if err := apply(snap); err != nil {
+		return err
+	}
+	// The snapshot is in force: what fails from here on (writing the data
+	// dir) is reported, not NACKed.
+	if len(roots) > 0 {
+		if err := s.mgr.SetBundle(roots); err != nil {
+			s.logger.Warn("trust bundle not stored", telemetry.KeyVersion, snap.GetVersion(), telemetry.KeyErr, err)
+		}
+	}
+	if err := s.mgr.SetJWTBundle(snap.GetJwtBundle()); err != nil {
+		s.logger.Warn("jwt bundle not stored", telemetry.KeyVersion, snap.GetVersion(), telemetry.KeyErr, err)
+	}
+	s.mgr.RenewSoon(snap.GetSigningAuthority())
+	return nil
+}
+
 // loadLastKnownGood applies the snapshot kept in the data dir, so a proxy
-// restarted while the control plane is unreachable serves its last config.
+// restarted while the control plane is unreachable serves its last config,
+// trust bundle and revocations.
 func (s *subscriber) loadLastKnownGood() {
 	if s.dataDir == "" {
 		return
@@ -211,7 +241,7 @@ func (s *subscriber) loadLastKnownGood() {
 		s.logger.Warn("stored snapshot unreadable, ignoring it", telemetry.KeyErr, err)
 		return
 	}
-	if err := s.engine.ApplyLastKnownGood(snap); err != nil {
+	if err := s.install(snap, true); err != nil {
 		s.logger.Warn("stored snapshot rejected, ignoring it", telemetry.KeyErr, err)
 		return
 	}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -94,6 +95,9 @@ type controlPlane struct {
 	entered chan struct{}
 
 	renewCalls, attestCalls []time.Time
+	// jwtErr fails every SignJWT; jwtAudiences records each call's.
+	jwtErr       error
+	jwtAudiences [][]string
 }
 
 var _ svid.Issuer = (*controlPlane)(nil)
@@ -214,6 +218,27 @@ func (cp *controlPlane) Renew(ctx context.Context, csr []byte) (*svid.Issued, er
 		return nil, err
 	}
 	return &svid.Issued{Chain: chain, Bundle: cp.ca.Roots()}, nil
+}
+
+// SignJWT implements svid.Issuer like the control plane's SignJWTSVID RPC,
+// minus the signature: the token names the presented SVID's ID and the
+// audience.
+func (cp *controlPlane) SignJWT(_ context.Context, audience []string) (string, error) {
+	cp.mu.Lock()
+	cp.jwtAudiences = append(cp.jwtAudiences, append([]string(nil), audience...))
+	presented, down, jwtErr := cp.presented, cp.down, cp.jwtErr
+	cp.mu.Unlock()
+	if down {
+		return "", errUnreachable
+	}
+	if jwtErr != nil {
+		return "", jwtErr
+	}
+	cur, err := presented()
+	if err != nil {
+		return "", fmt.Errorf("tls: no client certificate: %v", err)
+	}
+	return "jwt-svid." + cur.ID.String() + "." + strings.Join(audience, ","), nil
 }
 
 // harness runs one Manager against a controlPlane.

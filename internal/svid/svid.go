@@ -10,8 +10,15 @@
 //
 // Renewal happens at 50% of the SVID's lifetime plus up to 10% jitter (so a
 // fleet does not renew in lockstep); failures are retried with exponential
-// backoff capped at MaxBackoff. Keys never leave the process: the control
-// plane receives CSRs.
+// backoff capped at MaxBackoff. When a snapshot names another signing
+// authority than the one of the current SVID (a CA rotation), RenewSoon
+// renews early, within min(30s, 10% of the lifetime), jittered. Keys never
+// leave the process: the control plane receives CSRs.
+//
+// The Manager also holds the trust domain's JWT bundle (pushed in
+// snapshots) and mints JWT-SVIDs through the control plane, so it is the
+// Source of the proxy's SPIFFE Workload API; Changed tells that server when
+// to send new answers.
 package svid
 
 import (
@@ -23,6 +30,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -33,8 +41,10 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
@@ -66,6 +76,9 @@ type Issuer interface {
 	Attest(ctx context.Context, token string, csr []byte, service identity.ServiceRef) (*Issued, error)
 	// Renew exchanges the current SVID (presented in TLS) for a new one.
 	Renew(ctx context.Context, csr []byte) (*Issued, error)
+	// SignJWT returns a JWT-SVID (compact JWS) of the identity of the
+	// current SVID (presented in TLS) for audience.
+	SignJWT(ctx context.Context, audience []string) (string, error)
 }
 
 // ErrRejected marks an answer of the control plane that retrying cannot
@@ -104,19 +117,66 @@ type Manager struct {
 	cfg    Config
 	clock  clock.Clock
 	logger *slog.Logger
+	// wake tells Run that an early renewal was scheduled or cancelled.
+	// It holds at most one signal and is never closed.
+	wake chan struct{}
+
+	renewalsOK, renewalsFailed atomic.Uint64
 
 	mu        sync.RWMutex
 	svid      *x509svid.SVID
 	bundle    *x509bundle.Bundle
+	jwtBundle *jwtbundle.Bundle
 	instance  string
 	listeners []func()
 	ready     chan struct{}
 	readyOnce sync.Once
+	// changed is closed and replaced at every change of the SVID or a
+	// bundle.
+	changed chan struct{}
+	// soon is a pending early renewal; nil when none is.
+	soon *earlyRenewal
+	// tried is the signing authority an early renewal was made for that
+	// still did not yield an SVID of it: it does not trigger another one.
+	tried []byte
+	// lastRenewalFailed says whether the last renewal attempt failed.
+	lastRenewalFailed bool
+	// overdueLogged is the serial of the SVID whose near-expiry error has
+	// been logged.
+	overdueLogged string
+}
+
+// earlyRenewal is a renewal scheduled by RenewSoon.
+type earlyRenewal struct {
+	// authority is the signing authority the new SVID should have.
+	authority []byte
+	at        time.Time
 }
 
 var (
 	_ x509svid.Source   = (*Manager)(nil)
 	_ x509bundle.Source = (*Manager)(nil)
+	_ jwtbundle.Source  = (*Manager)(nil)
+)
+
+// Early renewal and overdue renewal, as fractions and bounds of an SVID's
+// lifetime.
+const (
+	// maxEarlyDelay bounds the jittered delay of an early renewal.
+	maxEarlyDelay = 30 * time.Second
+	// earlyFraction is the share of the lifetime that bounds it too.
+	earlyFraction = 0.1
+	// overdueFraction: with less than this share of its lifetime left and
+	// the last renewal failed, a renewal is overdue.
+	overdueFraction = 0.1
+)
+
+// Log messages.
+const (
+	msgNearExpiry    = "svid near expiry without a successful renewal"
+	msgRenewSoon     = "svid signed by another authority than the current one, renewing early"
+	msgStillOldAuth  = "svid renewed early but not signed by the announced authority; renewing on schedule"
+	msgRenewalFailed = "svid renewal failed, retrying"
 )
 
 // New returns a Manager; Run obtains the first SVID.
@@ -137,11 +197,29 @@ func New(cfg Config) (*Manager, error) {
 		cfg.Jitter = mrand.Float64
 	}
 	return &Manager{
-		cfg:    cfg,
-		clock:  clock.OrReal(cfg.Clock),
-		logger: telemetry.OrDiscard(cfg.Logger),
-		ready:  make(chan struct{}),
+		cfg:     cfg,
+		clock:   clock.OrReal(cfg.Clock),
+		logger:  telemetry.OrDiscard(cfg.Logger),
+		ready:   make(chan struct{}),
+		changed: make(chan struct{}),
+		wake:    make(chan struct{}, 1),
 	}, nil
+}
+
+// Changed returns a channel that is closed at the next change of the SVID,
+// the X.509 bundle or the JWT bundle. Call it again after it is closed for
+// the change after that.
+func (m *Manager) Changed() <-chan struct{} {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.changed
+}
+
+// notifyLocked closes the current Changed channel; m.mu must be held for
+// writing.
+func (m *Manager) notifyLocked() {
+	close(m.changed)
+	m.changed = make(chan struct{})
 }
 
 // Ready is closed once the Manager holds an SVID.
@@ -165,6 +243,36 @@ func (m *Manager) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509bun
 		return nil, fmt.Errorf("no trust bundle for trust domain %q", td)
 	}
 	return m.bundle, nil
+}
+
+// GetJWTBundleForTrustDomain returns the JWT bundle (the JWT-SVID signing
+// keys) of td, as pushed in snapshots.
+func (m *Manager) GetJWTBundleForTrustDomain(td spiffeid.TrustDomain) (*jwtbundle.Bundle, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.jwtBundle == nil || m.jwtBundle.TrustDomain() != td {
+		return nil, fmt.Errorf("no jwt bundle for trust domain %q", td)
+	}
+	return m.jwtBundle, nil
+}
+
+// MintJWTSVID asks the control plane for a JWT-SVID of the proxy's identity
+// for audience (at least one). The token is not cached here.
+func (m *Manager) MintJWTSVID(ctx context.Context, audience []string) (string, error) {
+	if len(audience) == 0 {
+		return "", errors.New("mint jwt-svid: audience required")
+	}
+	if m.current() == nil {
+		return "", errors.New("mint jwt-svid: no svid yet")
+	}
+	token, err := m.cfg.Issuer.SignJWT(ctx, audience)
+	if err != nil {
+		return "", fmt.Errorf("mint jwt-svid: %w", err)
+	}
+	if token == "" {
+		return "", errors.New("mint jwt-svid: control plane sent an empty token")
+	}
+	return token, nil
 }
 
 // ID returns the SPIFFE ID of the current SVID (zero before the first).
@@ -218,8 +326,144 @@ func (m *Manager) SetBundle(roots []*x509.Certificate) error {
 		return nil
 	}
 	m.bundle = x509bundle.FromX509Authorities(m.bundle.TrustDomain(), roots)
+	m.notifyLocked()
 	m.mu.Unlock()
 	return m.persist()
+}
+
+// SetJWTBundle replaces the JWT bundle with jwks, a JWKS document of the
+// trust domain's JWT-SVID signing keys as pushed in snapshots. Empty input
+// is ignored (the current bundle stays); a document that does not parse is
+// an error and changes nothing.
+func (m *Manager) SetJWTBundle(jwks []byte) error {
+	if len(jwks) == 0 {
+		return nil
+	}
+	td, err := m.trustDomain()
+	if err != nil {
+		return fmt.Errorf("jwt bundle: %w", err)
+	}
+	b, err := jwtbundle.Parse(td, jwks)
+	if err != nil {
+		return fmt.Errorf("jwt bundle: %w", err)
+	}
+	m.mu.Lock()
+	if m.jwtBundle != nil && m.jwtBundle.Equal(b) {
+		m.mu.Unlock()
+		return nil
+	}
+	m.jwtBundle = b
+	m.notifyLocked()
+	m.mu.Unlock()
+	return m.persist()
+}
+
+func (m *Manager) trustDomain() (spiffeid.TrustDomain, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.bundle == nil {
+		return spiffeid.TrustDomain{}, errors.New("no trust domain yet")
+	}
+	return m.bundle.TrustDomain(), nil
+}
+
+// RenewSoon schedules an early renewal when authority (the subject key ID
+// of the CA that signs SVIDs now, from a snapshot) is not the authority key
+// ID of the current SVID: after a jittered delay below min(30s, 10% of the
+// SVID's lifetime) instead of at 50% of it. Empty authority is ignored.
+// It is idempotent while a renewal is pending, and an authority the
+// current SVID matches cancels a pending one. If an early renewal for an
+// authority yields an SVID of another one, that authority does not trigger
+// another: the SVID is renewed on schedule.
+func (m *Manager) RenewSoon(authority []byte) {
+	if len(authority) == 0 {
+		return
+	}
+	m.mu.Lock()
+	if m.svid == nil {
+		m.mu.Unlock()
+		return
+	}
+	leaf := m.svid.Certificates[0]
+	switch {
+	case bytes.Equal(leaf.AuthorityKeyId, authority):
+		cancelled := m.soon != nil
+		m.soon, m.tried = nil, nil
+		m.mu.Unlock()
+		if cancelled {
+			m.signalWake()
+		}
+		return
+	case m.soon != nil:
+		m.soon.authority = bytes.Clone(authority)
+		m.mu.Unlock()
+		return
+	case bytes.Equal(m.tried, authority):
+		m.mu.Unlock()
+		return
+	}
+	window := min(maxEarlyDelay, time.Duration(float64(leaf.NotAfter.Sub(leaf.NotBefore))*earlyFraction))
+	delay := time.Duration(m.cfg.Jitter() * float64(window))
+	m.soon = &earlyRenewal{authority: bytes.Clone(authority), at: m.clock.Now().Add(delay)}
+	m.mu.Unlock()
+	m.logger.Info(msgRenewSoon, telemetry.KeySerial, leaf.SerialNumber.Text(16),
+		telemetry.KeyAuthority, hex.EncodeToString(authority), telemetry.KeyDelay, delay.String())
+	m.signalWake()
+}
+
+func (m *Manager) signalWake() {
+	select {
+	case m.wake <- struct{}{}:
+	default: // a signal is already pending
+	}
+}
+
+// Status is a point-in-time view of a Manager, for health and metrics.
+type Status struct {
+	// Expiry is the NotAfter of the current SVID; zero before the first.
+	Expiry time.Time
+	// RenewalsOK and RenewalsFailed count renewal attempts since New.
+	RenewalsOK, RenewalsFailed uint64
+	// Overdue is true when the SVID has 10% or less of its lifetime left
+	// (or has expired) and the last renewal attempt failed.
+	Overdue bool
+	// BundleRoots is the number of roots in the X.509 trust bundle.
+	BundleRoots int
+	// EarlyRenewal is when the renewal scheduled by RenewSoon is due; zero
+	// when none is pending.
+	EarlyRenewal time.Time
+}
+
+// Status returns the Manager's status at the Manager's clock's now.
+func (m *Manager) Status() Status {
+	now := m.clock.Now()
+	st := Status{RenewalsOK: m.renewalsOK.Load(), RenewalsFailed: m.renewalsFailed.Load()}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.svid != nil {
+		leaf := m.svid.Certificates[0]
+		st.Expiry = leaf.NotAfter
+		st.Overdue = m.lastRenewalFailed && nearExpiry(leaf, now)
+	}
+	if m.bundle != nil {
+		st.BundleRoots = len(m.bundle.X509Authorities())
+	}
+	if m.soon != nil {
+		st.EarlyRenewal = m.soon.at
+	}
+	return st
+}
+
+// nearExpiry reports whether leaf has at most overdueFraction of its
+// lifetime left at now.
+func nearExpiry(leaf *x509.Certificate, now time.Time) bool {
+	return !now.Before(nearExpiryStart(leaf))
+}
+
+// nearExpiryStart is when leaf has overdueFraction of its lifetime left.
+func nearExpiryStart(leaf *x509.Certificate) time.Time {
+	life := leaf.NotAfter.Sub(leaf.NotBefore)
+	return leaf.NotAfter.Add(-time.Duration(float64(life) * overdueFraction))
 }
 
 // Run obtains the first SVID (from the data dir, else by attesting) and
@@ -237,14 +481,79 @@ func (m *Manager) Run(ctx context.Context) error {
 			return err
 		}
 	}
+	var (
+		leaf    *x509.Certificate
+		regular time.Time
+	)
 	for {
-		if err := m.sleepUntil(ctx, m.renewAt()); err != nil {
+		// The regular renewal time is drawn once per SVID.
+		if cur := m.current().Certificates[0]; cur != leaf {
+			leaf, regular = cur, m.renewAt(cur)
+		}
+		at := regular
+		if early, ok := m.earlyAt(); ok && early.Before(at) {
+			at = early
+		}
+		woken, err := m.sleepUntil(ctx, at, m.wake)
+		if err != nil {
 			return nil
 		}
+		if woken {
+			continue // an early renewal was scheduled or cancelled
+		}
+		due := m.dueEarly()
 		if err := m.renew(ctx); err != nil {
 			return nil // only ctx ends renewal
 		}
+		m.afterRenewal(due)
 	}
+}
+
+// earlyAt returns when a pending early renewal is due.
+func (m *Manager) earlyAt() (time.Time, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.soon == nil {
+		return time.Time{}, false
+	}
+	return m.soon.at, true
+}
+
+// dueEarly returns the authority of the early renewal that is due, if any.
+func (m *Manager) dueEarly() []byte {
+	now := m.clock.Now()
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.soon == nil || m.soon.at.After(now) {
+		return nil
+	}
+	return m.soon.authority
+}
+
+// afterRenewal settles a pending early renewal after a successful renewal:
+// done when the new SVID has the announced authority; given up (until
+// another authority is announced) when this renewal was the early one
+// (due) and the SVID still has another authority.
+func (m *Manager) afterRenewal(due []byte) {
+	m.mu.Lock()
+	if m.soon == nil {
+		m.mu.Unlock()
+		return
+	}
+	leaf := m.svid.Certificates[0]
+	if bytes.Equal(leaf.AuthorityKeyId, m.soon.authority) {
+		m.soon, m.tried = nil, nil
+		m.mu.Unlock()
+		return
+	}
+	if due == nil || !bytes.Equal(due, m.soon.authority) {
+		m.mu.Unlock()
+		return // announced during a regular renewal: still pending
+	}
+	m.tried, m.soon = due, nil
+	m.mu.Unlock()
+	m.logger.Warn(msgStillOldAuth, telemetry.KeySerial, leaf.SerialNumber.Text(16),
+		telemetry.KeyAuthority, hex.EncodeToString(due))
 }
 
 func (m *Manager) current() *x509svid.SVID {
@@ -253,26 +562,35 @@ func (m *Manager) current() *x509svid.SVID {
 	return m.svid
 }
 
-// renewAt is when renewal of the current SVID starts: 50% of its lifetime
-// plus up to 10% jitter.
-func (m *Manager) renewAt() time.Time {
-	leaf := m.current().Certificates[0]
+// renewAt is when renewal of leaf starts: 50% of its lifetime plus up to
+// 10% jitter.
+func (m *Manager) renewAt(leaf *x509.Certificate) time.Time {
 	life := leaf.NotAfter.Sub(leaf.NotBefore)
 	return leaf.NotBefore.Add(time.Duration(float64(life) * (0.5 + 0.1*m.cfg.Jitter())))
 }
 
-func (m *Manager) sleepUntil(ctx context.Context, t time.Time) error {
+// sleepUntil waits until t or ctx is done, or (woken true) until wake
+// delivers; a nil wake never does. A signal already pending on wake is
+// taken before any timer is armed.
+func (m *Manager) sleepUntil(ctx context.Context, t time.Time, wake <-chan struct{}) (woken bool, err error) {
+	select {
+	case <-wake:
+		return true, nil
+	default:
+	}
 	d := t.Sub(m.clock.Now())
 	if d <= 0 {
-		return ctx.Err()
+		return false, ctx.Err()
 	}
 	timer := m.clock.NewTimer(d)
 	defer timer.Stop()
 	select {
 	case <-ctx.Done():
-		return ctx.Err()
+		return false, ctx.Err()
 	case <-timer.C():
-		return nil
+		return false, nil
+	case <-wake:
+		return true, nil
 	}
 }
 
@@ -307,7 +625,7 @@ func (m *Manager) attest(ctx context.Context) error {
 		}
 		m.logger.Warn("control plane unreachable, retrying attestation", telemetry.KeyAttempt, attempt,
 			telemetry.KeyBackoff, backoff.String(), telemetry.KeyErr, err)
-		if err := m.sleepUntil(ctx, m.clock.Now().Add(backoff)); err != nil {
+		if _, err := m.sleepUntil(ctx, m.clock.Now().Add(backoff), nil); err != nil {
 			return err
 		}
 		backoff = min(backoff*2, m.cfg.MaxBackoff)
@@ -315,7 +633,9 @@ func (m *Manager) attest(ctx context.Context) error {
 }
 
 // renew renews the SVID, retrying with backoff until it succeeds or ctx is
-// done. The current SVID stays in use meanwhile.
+// done. The current SVID stays in use meanwhile. A failure with 10% or less
+// of the SVID's lifetime left is logged as an error once per SVID; an
+// attempt is made as that window opens.
 func (m *Manager) renew(ctx context.Context) error {
 	backoff := m.cfg.MinBackoff
 	for attempt := 1; ; attempt++ {
@@ -326,6 +646,7 @@ func (m *Manager) renew(ctx context.Context) error {
 		issued, err := m.cfg.Issuer.Renew(ctx, csr)
 		if err == nil {
 			if err = m.install(key, issued, m.ID()); err == nil {
+				m.renewalsOK.Add(1)
 				m.logger.Info("svid renewed", telemetry.KeyIdentity, m.ID().String(), telemetry.KeyExpiry, m.Expiry(),
 					telemetry.KeySerial, m.current().Certificates[0].SerialNumber.Text(16))
 				return nil
@@ -334,18 +655,50 @@ func (m *Manager) renew(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		left := m.Expiry().Sub(m.clock.Now())
+		m.renewalsFailed.Add(1)
+		leaf, firstNearExpiry := m.renewalFailed()
 		level := slog.LevelWarn
-		if left <= 0 {
+		if !m.clock.Now().Before(leaf.NotAfter) {
 			level = slog.LevelError
 		}
-		m.logger.Log(ctx, level, "svid renewal failed, retrying", telemetry.KeyAttempt, attempt,
-			telemetry.KeyBackoff, backoff.String(), telemetry.KeyExpiry, m.Expiry(), telemetry.KeyErr, err)
-		if err := m.sleepUntil(ctx, m.clock.Now().Add(backoff)); err != nil {
+		m.logger.Log(ctx, level, msgRenewalFailed, telemetry.KeyAttempt, attempt,
+			telemetry.KeyBackoff, backoff.String(), telemetry.KeyExpiry, leaf.NotAfter, telemetry.KeyErr, err)
+		if firstNearExpiry {
+			m.logger.Error(msgNearExpiry, telemetry.KeyIdentity, m.ID().String(), telemetry.KeySerial, leaf.SerialNumber.Text(16),
+				telemetry.KeyExpiry, leaf.NotAfter, telemetry.KeyAttempt, attempt, telemetry.KeyErr, err)
+		}
+		// One attempt is made as the last 10% of the lifetime begins, so
+		// a failure there is reported then, not up to MaxBackoff later.
+		now := m.clock.Now()
+		next := now.Add(backoff)
+		if ws := nearExpiryStart(leaf); now.Before(ws) && ws.Before(next) {
+			next = ws
+		}
+		if _, err := m.sleepUntil(ctx, next, nil); err != nil {
 			return err
 		}
 		backoff = min(backoff*2, m.cfg.MaxBackoff)
 	}
+}
+
+// renewalFailed records a failed renewal attempt. It returns the current
+// SVID's leaf, and whether this is the first failure of that SVID with less
+// than 10% of its lifetime left (to be logged as an error).
+func (m *Manager) renewalFailed() (leaf *x509.Certificate, firstNearExpiry bool) {
+	now := m.clock.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.lastRenewalFailed = true
+	leaf = m.svid.Certificates[0]
+	if !nearExpiry(leaf, now) {
+		return leaf, false
+	}
+	serial := leaf.SerialNumber.Text(16)
+	if m.overdueLogged == serial {
+		return leaf, false
+	}
+	m.overdueLogged = serial
+	return leaf, true
 }
 
 // install checks an issued SVID against the key it was requested for and
@@ -383,6 +736,8 @@ func (m *Manager) install(key crypto.Signer, issued *Issued, want spiffeid.ID) e
 	if issued.Instance != "" {
 		m.instance = issued.Instance
 	}
+	m.lastRenewalFailed = false
+	m.notifyLocked()
 	listeners := append([]func(){}, m.listeners...)
 	m.mu.Unlock()
 	if err := m.persist(); err != nil {
@@ -405,9 +760,10 @@ type state struct {
 // Files in the data dir. svid.pem holds the chain and the key together so
 // one atomic write keeps them consistent; it is 0600.
 const (
-	svidFile   = "svid.pem"
-	bundleFile = "bundle.pem"
-	stateFile  = "state.json"
+	svidFile      = "svid.pem"
+	bundleFile    = "bundle.pem"
+	jwtBundleFile = "jwt_bundle.json"
+	stateFile     = "state.json"
 )
 
 func (m *Manager) persist() error {
@@ -416,7 +772,7 @@ func (m *Manager) persist() error {
 		return nil
 	}
 	m.mu.RLock()
-	s, bundle, instance := m.svid, m.bundle, m.instance
+	s, bundle, jwtBundle, instance := m.svid, m.bundle, m.jwtBundle, m.instance
 	m.mu.RUnlock()
 	if s == nil {
 		return nil
@@ -437,6 +793,15 @@ func (m *Manager) persist() error {
 	}
 	if err := fileutil.WriteAtomic(filepath.Join(dir, bundleFile), b, 0o644); err != nil {
 		return err
+	}
+	if jwtBundle != nil {
+		jb, err := jwtBundle.Marshal()
+		if err != nil {
+			return fmt.Errorf("marshal jwt bundle: %w", err)
+		}
+		if err := fileutil.WriteAtomic(filepath.Join(dir, jwtBundleFile), jb, 0o644); err != nil {
+			return err
+		}
 	}
 	st, err := json.Marshal(state{Service: m.cfg.Service.String(), Instance: instance, SPIFFEID: s.ID.String()})
 	if err != nil {
@@ -485,12 +850,34 @@ func (m *Manager) load() error {
 	if _, _, err := x509svid.Verify(s.Certificates, bundle, x509svid.WithTime(m.clock.Now())); err != nil {
 		return m.discardStored(fmt.Errorf("stored svid: %w", err))
 	}
+	jwtBundle := m.loadJWTBundle(s.ID.TrustDomain())
 	m.mu.Lock()
 	m.svid, m.bundle, m.instance = s, bundle, st.Instance
+	if jwtBundle != nil {
+		m.jwtBundle = jwtBundle
+	}
+	m.notifyLocked()
 	m.mu.Unlock()
 	m.readyOnce.Do(func() { close(m.ready) })
 	m.logger.Info("using stored svid", telemetry.KeyIdentity, s.ID.String(), telemetry.KeyInstance, st.Instance,
 		telemetry.KeyExpiry, s.Certificates[0].NotAfter)
+	return nil
+}
+
+// loadJWTBundle returns the JWT bundle kept in the data dir, or nil. A bad
+// one is only logged: the next snapshot brings the current one.
+func (m *Manager) loadJWTBundle(td spiffeid.TrustDomain) *jwtbundle.Bundle {
+	b, err := os.ReadFile(filepath.Join(m.cfg.DataDir, jwtBundleFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err == nil {
+		var jb *jwtbundle.Bundle
+		if jb, err = jwtbundle.Parse(td, b); err == nil {
+			return jb
+		}
+	}
+	m.logger.Warn("stored jwt bundle unusable, waiting for a snapshot", telemetry.KeyErr, err)
 	return nil
 }
 

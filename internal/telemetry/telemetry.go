@@ -1,6 +1,7 @@
 // Package telemetry owns what Bulwark's processes say about themselves: the
 // constant keys of structured log fields (so every log line of every process
-// uses the same names) and logger construction.
+// uses the same names), logger construction, and the Prometheus registry
+// each daemon serves its metrics from (NewRegistry; there is no global one).
 //
 // The logging rule: messages are constant strings; everything variable goes
 // in fields whose keys are the constants below. Loggers are passed through
@@ -55,6 +56,7 @@ const (
 	KeyDetail       = "detail"
 	KeyPID          = "pid"
 	KeyAuthority    = "authority"
+	KeyDelay        = "delay"
 )
 
 // Directions of a proxied request, the value of KeyDirection.
