@@ -215,13 +215,13 @@ type Proxy struct {
 
 // ProxyStatus is what the control plane knows of a proxy.
 type ProxyStatus struct {
-	Identity        string `json:"identity"`
-	Service         string `json:"service"`
-	Address         string `json:"address"`
-	Connected       bool   `json:"connected"`
-	LastSeen        string `json:"lastSeen,omitempty"`
-	SVIDExpiry      string `json:"svidExpiry,omitempty"`
-	SVIDSerial      string `json:"svidSerial,omitempty"`
+	Identity   string `json:"identity"`
+	Service    string `json:"service"`
+	Address    string `json:"address"`
+	Connected  bool   `json:"connected"`
+	LastSeen   string `json:"lastSeen,omitempty"`
+	SVIDExpiry string `json:"svidExpiry,omitempty"`
+	SVIDSerial string `json:"svidSerial,omitempty"`
 	// SVIDAuthority is the key ID (hex) of the intermediate that signed
 	// the SVID.
 	SVIDAuthority   string `json:"svidAuthority,omitempty"`

@@ -270,7 +270,7 @@ func Run(ctx context.Context, cfg Config) error {
 	adminHandler, err := admin.New(admin.Config{
 		Resources: resources, Registry: reg, Tokens: tokens, TrustDomain: td.Name(),
 		Pin: pin, Logger: logger,
-		CA:  caAdmin{td: td.Name(), ca: workloadCA, rot: rotator, jwt: jwtAuthority},
+		CA: caAdmin{td: td.Name(), ca: workloadCA, rot: rotator, jwt: jwtAuthority},
 	})
 	if err != nil {
 		return err

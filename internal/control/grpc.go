@@ -53,7 +53,7 @@ type controlService struct {
 	attestor attest.Attestor
 	// acked is called after a proxy ACKed a snapshot (rotation waits on
 	// ACKs). May be nil.
-	acked func()
+	acked    func()
 	registry *registry.Registry
 	hub      *push.Hub
 	clock    clock.Clock

@@ -38,8 +38,8 @@ type stateBuilder struct {
 	// onBundle is called when the trust bundle's version changes (and at
 	// the first build). May be nil.
 	onBundle func(version int64, roots []*x509.Certificate)
-	td        spiffeid.TrustDomain
-	logger    *slog.Logger
+	td       spiffeid.TrustDomain
+	logger   *slog.Logger
 
 	lastInputs [32]byte
 	lastBundle int64
