@@ -156,15 +156,17 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("create data dir: %w", err)
 	}
 
+	// The keys first: a wrong passphrase must stop the start before
+	// anything (the store included) is written.
+	keys, err := openKeys(&cfg, logger)
+	if err != nil {
+		return err
+	}
 	st, err := bolt.Open(filepath.Join(cfg.DataDir, storeFile), bolt.Config{Logger: logger})
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	keys, err := openKeys(&cfg, logger)
-	if err != nil {
-		return err
-	}
 	caCfg := ca.Config{TrustDomain: td, Store: st, Keys: keys, Clock: cfg.Clock, Logger: logger, SVIDTTL: cfg.SVIDTTL}
 	workloadCA, err := ca.New(ctx, caCfg)
 	if err != nil {
