@@ -297,8 +297,16 @@ func TestRotationSoak(t *testing.T) {
 		t.Errorf("after the restart: intermediate %s, roots %v; want %s, %v", st.Intermediate.SubjectKeyID, st.rootSerials(),
 			afterInt.Intermediate.SubjectKeyID, afterInt.rootSerials())
 	}
+	// Keep the load on for about 10 more seconds' worth of requests, all
+	// of them through the restarted control plane's snapshots.
 	ph.begin("after the restart")
-	time.Sleep(10 * time.Second) // the load keeps running
+	target := rm.load.stats().OK + int64(10*rate)
+	eventually(t, time.Minute, "10s more of load after the restart", func() error {
+		if st := rm.load.stats(); st.OK < target {
+			return fmt.Errorf("%d of %d requests answered", st.OK, target)
+		}
+		return nil
+	})
 	rm.finish(t)
 }
 
