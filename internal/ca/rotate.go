@@ -293,108 +293,87 @@ func (c *CA) checkExternalRoot(cert *x509.Certificate, key crypto.Signer) error 
 
 // prepare adds the root newRoot makes to the bundle, as phase prepared.
 func (c *CA) prepare(ctx context.Context, newRoot func(now time.Time) (*authority, error)) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	g, err := c.fresh(ctx)
-	if err != nil {
-		return err
-	}
-	if g.rotation.Phase != PhaseNone {
-		return fmt.Errorf("prepare root: %w (phase %s)", ErrRotationInProgress, g.rotation.Phase)
-	}
-	now := c.clock.Now()
-	root, err := newRoot(now)
-	if err != nil {
-		return fmt.Errorf("prepare root: %w", err)
-	}
-	next := rotationRecord{
-		BundleVersion: g.rotation.bundleVersion() + 1,
-		Phase:         PhasePrepared,
-		Root:          root.record(),
-		Started:       now,
-		PhaseSince:    now,
-	}
-	if err := c.write(ctx, g, nil, next, root.keyID); err != nil {
-		return fmt.Errorf("prepare root: %w", err)
-	}
-	c.logger.Info("root rotation prepared: new root added to the bundle", telemetry.KeySerial, root.cert.SerialNumber.Text(16),
-		telemetry.KeyExpiry, root.cert.NotAfter, telemetry.KeyVersion, next.BundleVersion)
-	return nil
+	return c.inPhase(ctx, "prepare root", PhaseNone, func(g *generation) error {
+		now := c.clock.Now()
+		root, err := newRoot(now)
+		if err != nil {
+			return err
+		}
+		next := rotationRecord{
+			BundleVersion: g.rotation.bundleVersion() + 1,
+			Phase:         PhasePrepared,
+			Root:          root.record(),
+			Started:       now,
+			PhaseSince:    now,
+		}
+		if err := c.write(ctx, g, nil, next, root.keyID); err != nil {
+			return err
+		}
+		c.logger.Info("root rotation prepared: new root added to the bundle", telemetry.KeySerial, root.cert.SerialNumber.Text(16),
+			telemetry.KeyExpiry, root.cert.NotAfter, telemetry.KeyVersion, next.BundleVersion)
+		return nil
+	})
 }
 
 // ActivateRoot switches signing to a new intermediate under the prepared
 // root. The old root stays in the bundle until RetireRoot.
 func (c *CA) ActivateRoot(ctx context.Context) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	g, err := c.fresh(ctx)
-	if err != nil {
-		return err
-	}
-	if g.rotation.Phase != PhasePrepared {
-		return fmt.Errorf("activate root: %w: phase is %q, want %q", ErrWrongPhase, g.rotation.Phase, PhasePrepared)
-	}
-	signer, err := c.custody.keys.GetKey(ctx, g.rotation.Root.KeyID)
-	if err != nil {
-		return fmt.Errorf("activate root: key %q of the new root: %w", g.rotation.Root.KeyID, err)
-	}
-	if !publicKeysEqual(signer.Public(), g.other.PublicKey) {
-		return fmt.Errorf("activate root: key %q of the new root: %w", g.rotation.Root.KeyID, ErrKeyMismatch)
-	}
-	newRoot := &authority{cert: g.other, signer: signer, keyID: g.rotation.Root.KeyID}
-	now := c.clock.Now()
-	inter, err := c.generate(ctx, keyPrefixWorkloadIntermediate, func(s crypto.Signer) (*x509.Certificate, error) {
-		return c.newIntermediate(s, newRoot, now)
+	return c.inPhase(ctx, "activate root", PhasePrepared, func(g *generation) error {
+		signer, err := c.custody.keys.GetKey(ctx, g.rotation.Root.KeyID)
+		if err != nil {
+			return fmt.Errorf("key %q of the new root: %w", g.rotation.Root.KeyID, err)
+		}
+		if !publicKeysEqual(signer.Public(), g.other.PublicKey) {
+			return fmt.Errorf("key %q of the new root: %w", g.rotation.Root.KeyID, ErrKeyMismatch)
+		}
+		newRoot := &authority{cert: g.other, signer: signer, keyID: g.rotation.Root.KeyID}
+		now := c.clock.Now()
+		inter, err := c.generate(ctx, keyPrefixWorkloadIntermediate, func(s crypto.Signer) (*x509.Certificate, error) {
+			return c.newIntermediate(s, newRoot, now)
+		})
+		if err != nil {
+			return err
+		}
+		next := g.rotation
+		next.Phase = PhaseActivated
+		next.Root = g.root.record()
+		next.OldIntermediateKeyID = g.intermediate.keyID
+		next.PhaseSince = now
+		next.RetireAfter = now.Add(c.svidTTL + retireSkew)
+		rootOp, err := putRecord(keyWorkloadRoot, newRoot)
+		if err != nil {
+			return err
+		}
+		interOp, err := putRecord(keyWorkloadIntermediate, inter)
+		if err != nil {
+			return err
+		}
+		if err := c.write(ctx, g, []store.Op{rootOp, interOp}, next, inter.keyID); err != nil {
+			return err
+		}
+		c.logger.Info("root rotation activated: a new intermediate under the new root signs", telemetry.KeySerial, inter.cert.SerialNumber.Text(16),
+			telemetry.KeyExpiry, next.RetireAfter)
+		return nil
 	})
-	if err != nil {
-		return fmt.Errorf("activate root: %w", err)
-	}
-	next := g.rotation
-	next.Phase = PhaseActivated
-	next.Root = g.root.record()
-	next.OldIntermediateKeyID = g.intermediate.keyID
-	next.PhaseSince = now
-	next.RetireAfter = now.Add(c.svidTTL + retireSkew)
-	rootOp, err := putRecord(keyWorkloadRoot, newRoot)
-	if err != nil {
-		return fmt.Errorf("activate root: %w", err)
-	}
-	interOp, err := putRecord(keyWorkloadIntermediate, inter)
-	if err != nil {
-		return fmt.Errorf("activate root: %w", err)
-	}
-	if err := c.write(ctx, g, []store.Op{rootOp, interOp}, next, inter.keyID); err != nil {
-		return fmt.Errorf("activate root: %w", err)
-	}
-	c.logger.Info("root rotation activated: a new intermediate under the new root signs", telemetry.KeySerial, inter.cert.SerialNumber.Text(16),
-		telemetry.KeyExpiry, next.RetireAfter)
-	return nil
 }
 
 // RetireRoot ends a root rotation: the old root leaves the bundle and the
 // old root's and intermediate's keys are deleted. It fails with ErrTooEarly
 // before RetireAfter.
 func (c *CA) RetireRoot(ctx context.Context) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	g, err := c.fresh(ctx)
-	if err != nil {
-		return err
-	}
-	if g.rotation.Phase != PhaseActivated {
-		return fmt.Errorf("retire root: %w: phase is %q, want %q", ErrWrongPhase, g.rotation.Phase, PhaseActivated)
-	}
-	if now := c.clock.Now(); now.Before(g.rotation.RetireAfter) {
-		return fmt.Errorf("retire root: %w: not before %s", ErrTooEarly, g.rotation.RetireAfter.Format(time.RFC3339))
-	}
-	next := rotationRecord{BundleVersion: g.rotation.bundleVersion() + 1}
-	if err := c.write(ctx, g, nil, next, ""); err != nil {
-		return fmt.Errorf("retire root: %w", err)
-	}
-	c.deleteKeys(ctx, g.rotation.Root.KeyID, g.rotation.OldIntermediateKeyID)
-	c.logger.Info("root rotation done: old root retired", telemetry.KeySerial, g.other.SerialNumber.Text(16),
-		telemetry.KeyVersion, next.BundleVersion)
-	return nil
+	return c.inPhase(ctx, "retire root", PhaseActivated, func(g *generation) error {
+		if now := c.clock.Now(); now.Before(g.rotation.RetireAfter) {
+			return fmt.Errorf("%w: not before %s", ErrTooEarly, g.rotation.RetireAfter.Format(time.RFC3339))
+		}
+		next := rotationRecord{BundleVersion: g.rotation.bundleVersion() + 1}
+		if err := c.write(ctx, g, nil, next, ""); err != nil {
+			return err
+		}
+		c.deleteKeys(ctx, g.rotation.Root.KeyID, g.rotation.OldIntermediateKeyID)
+		c.logger.Info("root rotation done: old root retired", telemetry.KeySerial, g.other.SerialNumber.Text(16),
+			telemetry.KeyVersion, next.BundleVersion)
+		return nil
+	})
 }
 
 // RotateIntermediate replaces the intermediate with a new one under the
@@ -402,33 +381,26 @@ func (c *CA) RetireRoot(ctx context.Context) error {
 // chain); its key is deleted. It is refused during a root rotation, which
 // replaces the intermediate itself.
 func (c *CA) RotateIntermediate(ctx context.Context) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	g, err := c.fresh(ctx)
-	if err != nil {
-		return err
-	}
-	if g.rotation.Phase != PhaseNone {
-		return fmt.Errorf("rotate intermediate: %w (phase %s)", ErrRotationInProgress, g.rotation.Phase)
-	}
-	now := c.clock.Now()
-	inter, err := c.generate(ctx, keyPrefixWorkloadIntermediate, func(s crypto.Signer) (*x509.Certificate, error) {
-		return c.newIntermediate(s, g.root, now)
+	return c.inPhase(ctx, "rotate intermediate", PhaseNone, func(g *generation) error {
+		now := c.clock.Now()
+		inter, err := c.generate(ctx, keyPrefixWorkloadIntermediate, func(s crypto.Signer) (*x509.Certificate, error) {
+			return c.newIntermediate(s, g.root, now)
+		})
+		if err != nil {
+			return err
+		}
+		op, err := putRecord(keyWorkloadIntermediate, inter)
+		if err != nil {
+			return err
+		}
+		if err := c.write(ctx, g, []store.Op{op}, g.rotation, inter.keyID); err != nil {
+			return err
+		}
+		c.deleteKeys(ctx, g.intermediate.keyID)
+		c.logger.Info("intermediate rotated", telemetry.KeySerial, inter.cert.SerialNumber.Text(16), telemetry.KeyExpiry, inter.cert.NotAfter,
+			telemetry.KeyDetail, "previous serial "+g.intermediate.cert.SerialNumber.Text(16))
+		return nil
 	})
-	if err != nil {
-		return fmt.Errorf("rotate intermediate: %w", err)
-	}
-	op, err := putRecord(keyWorkloadIntermediate, inter)
-	if err != nil {
-		return fmt.Errorf("rotate intermediate: %w", err)
-	}
-	if err := c.write(ctx, g, []store.Op{op}, g.rotation, inter.keyID); err != nil {
-		return fmt.Errorf("rotate intermediate: %w", err)
-	}
-	c.deleteKeys(ctx, g.intermediate.keyID)
-	c.logger.Info("intermediate rotated", telemetry.KeySerial, inter.cert.SerialNumber.Text(16), telemetry.KeyExpiry, inter.cert.NotAfter,
-		telemetry.KeyDetail, "previous serial "+g.intermediate.cert.SerialNumber.Text(16))
-	return nil
 }
 
 // IntermediateDue reports whether the intermediate has less than a third
@@ -441,6 +413,28 @@ func (c *CA) IntermediateDue() bool {
 // lifetime left and a root rotation should start.
 func (c *CA) RootDue() bool {
 	return lifetimeLeft(c.cur.Load().root.cert, c.clock.Now()) < renewBelow
+}
+
+// inPhase runs one rotation step: under the lock, on freshly read records,
+// only in phase want (PhaseNone: refused while a root rotation runs), with
+// fn's error prefixed by op.
+func (c *CA) inPhase(ctx context.Context, op string, want Phase, fn func(g *generation) error) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	g, err := c.fresh(ctx)
+	if err != nil {
+		return err
+	}
+	switch have := g.rotation.Phase; {
+	case have != want && want == PhaseNone:
+		return fmt.Errorf("%s: %w (phase %s)", op, ErrRotationInProgress, have)
+	case have != want:
+		return fmt.Errorf("%s: %w: phase is %q, want %q", op, ErrWrongPhase, have, want)
+	}
+	if err := fn(g); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	return nil
 }
 
 // fresh reloads the records so that an operation starts from the latest
