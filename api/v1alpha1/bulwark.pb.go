@@ -631,7 +631,13 @@ type Snapshot struct {
 	// expired yet: peers presenting them are refused.
 	RevokedSerials []string `protobuf:"bytes,8,rep,name=revoked_serials,json=revokedSerials,proto3" json:"revoked_serials,omitempty"`
 	// The JWT-SVID signing keys of the trust domain, a JWKS document (JSON).
-	JwtBundle     []byte `protobuf:"bytes,9,opt,name=jwt_bundle,json=jwtBundle,proto3" json:"jwt_bundle,omitempty"`
+	JwtBundle []byte `protobuf:"bytes,9,opt,name=jwt_bundle,json=jwtBundle,proto3" json:"jwt_bundle,omitempty"`
+	// JWT providers that apply to this proxy's workload, each with the keys
+	// the control plane fetched for it. The proxy never fetches JWKS itself.
+	JwtProviders []*JWTProvider `protobuf:"bytes,10,rep,name=jwt_providers,json=jwtProviders,proto3" json:"jwt_providers,omitempty"`
+	// Labels of this proxy's workload instance, bound to its join token:
+	// AuthorizationPolicy and JWTProvider selectors match them.
+	Labels        map[string]string `protobuf:"bytes,11,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -729,6 +735,298 @@ func (x *Snapshot) GetJwtBundle() []byte {
 	return nil
 }
 
+func (x *Snapshot) GetJwtProviders() []*JWTProvider {
+	if x != nil {
+		return x.JwtProviders
+	}
+	return nil
+}
+
+func (x *Snapshot) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+// JWTProvider is one JWTProvider resource with its current keys.
+type JWTProvider struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The validated resource, JSON, as applied.
+	Resource []byte `protobuf:"bytes,1,opt,name=resource,proto3" json:"resource,omitempty"`
+	// The provider's keys, a JWKS document (JSON): the inline JWKS, or the
+	// last good copy fetched from its JWKS URI.
+	Jwks          []byte `protobuf:"bytes,2,opt,name=jwks,proto3" json:"jwks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JWTProvider) Reset() {
+	*x = JWTProvider{}
+	mi := &file_bulwark_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JWTProvider) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JWTProvider) ProtoMessage() {}
+
+func (x *JWTProvider) ProtoReflect() protoreflect.Message {
+	mi := &file_bulwark_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JWTProvider.ProtoReflect.Descriptor instead.
+func (*JWTProvider) Descriptor() ([]byte, []int) {
+	return file_bulwark_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *JWTProvider) GetResource() []byte {
+	if x != nil {
+		return x.Resource
+	}
+	return nil
+}
+
+func (x *JWTProvider) GetJwks() []byte {
+	if x != nil {
+		return x.Jwks
+	}
+	return nil
+}
+
+type ReportRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Denials       []*Denial              `protobuf:"bytes,1,rep,name=denials,proto3" json:"denials,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportRequest) Reset() {
+	*x = ReportRequest{}
+	mi := &file_bulwark_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportRequest) ProtoMessage() {}
+
+func (x *ReportRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_bulwark_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportRequest.ProtoReflect.Descriptor instead.
+func (*ReportRequest) Descriptor() ([]byte, []int) {
+	return file_bulwark_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ReportRequest) GetDenials() []*Denial {
+	if x != nil {
+		return x.Denials
+	}
+	return nil
+}
+
+type ReportResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportResponse) Reset() {
+	*x = ReportResponse{}
+	mi := &file_bulwark_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportResponse) ProtoMessage() {}
+
+func (x *ReportResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_bulwark_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportResponse.ProtoReflect.Descriptor instead.
+func (*ReportResponse) Descriptor() ([]byte, []int) {
+	return file_bulwark_proto_rawDescGZIP(), []int{13}
+}
+
+// Denial is one kind of denied request seen by a proxy since its last
+// report.
+type Denial struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "inbound" (the callee denied) or "outbound" (the caller's own proxy).
+	Direction string `protobuf:"bytes,1,opt,name=direction,proto3" json:"direction,omitempty"`
+	// SPIFFE ID of the caller.
+	Source string `protobuf:"bytes,2,opt,name=source,proto3" json:"source,omitempty"`
+	// Destination service, "namespace/name".
+	Destination string `protobuf:"bytes,3,opt,name=destination,proto3" json:"destination,omitempty"`
+	Method      string `protobuf:"bytes,4,opt,name=method,proto3" json:"method,omitempty"`
+	// Normalized path, without the query, at most 256 bytes.
+	Path string `protobuf:"bytes,5,opt,name=path,proto3" json:"path,omitempty"`
+	// "namespace/name" of the deciding policy; empty when none decided.
+	Policy string `protobuf:"bytes,6,opt,name=policy,proto3" json:"policy,omitempty"`
+	// Index of the deciding rule; -1 when none decided.
+	Rule int32 `protobuf:"varint,7,opt,name=rule,proto3" json:"rule,omitempty"`
+	// Why: the reason of the decision ("no ALLOW rule matched", ...).
+	Reason string `protobuf:"bytes,8,opt,name=reason,proto3" json:"reason,omitempty"`
+	// HTTP status answered: 401 or 403.
+	Status            int32 `protobuf:"varint,9,opt,name=status,proto3" json:"status,omitempty"`
+	Count             int64 `protobuf:"varint,10,opt,name=count,proto3" json:"count,omitempty"`
+	FirstSeenUnixNano int64 `protobuf:"varint,11,opt,name=first_seen_unix_nano,json=firstSeenUnixNano,proto3" json:"first_seen_unix_nano,omitempty"`
+	LastSeenUnixNano  int64 `protobuf:"varint,12,opt,name=last_seen_unix_nano,json=lastSeenUnixNano,proto3" json:"last_seen_unix_nano,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *Denial) Reset() {
+	*x = Denial{}
+	mi := &file_bulwark_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Denial) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Denial) ProtoMessage() {}
+
+func (x *Denial) ProtoReflect() protoreflect.Message {
+	mi := &file_bulwark_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Denial.ProtoReflect.Descriptor instead.
+func (*Denial) Descriptor() ([]byte, []int) {
+	return file_bulwark_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *Denial) GetDirection() string {
+	if x != nil {
+		return x.Direction
+	}
+	return ""
+}
+
+func (x *Denial) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *Denial) GetDestination() string {
+	if x != nil {
+		return x.Destination
+	}
+	return ""
+}
+
+func (x *Denial) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *Denial) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *Denial) GetPolicy() string {
+	if x != nil {
+		return x.Policy
+	}
+	return ""
+}
+
+func (x *Denial) GetRule() int32 {
+	if x != nil {
+		return x.Rule
+	}
+	return 0
+}
+
+func (x *Denial) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *Denial) GetStatus() int32 {
+	if x != nil {
+		return x.Status
+	}
+	return 0
+}
+
+func (x *Denial) GetCount() int64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *Denial) GetFirstSeenUnixNano() int64 {
+	if x != nil {
+		return x.FirstSeenUnixNano
+	}
+	return 0
+}
+
+func (x *Denial) GetLastSeenUnixNano() int64 {
+	if x != nil {
+		return x.LastSeenUnixNano
+	}
+	return 0
+}
+
 // Inbound is the authorization state of the proxy's own service.
 type Inbound struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -746,7 +1044,7 @@ type Inbound struct {
 
 func (x *Inbound) Reset() {
 	*x = Inbound{}
-	mi := &file_bulwark_proto_msgTypes[11]
+	mi := &file_bulwark_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -758,7 +1056,7 @@ func (x *Inbound) String() string {
 func (*Inbound) ProtoMessage() {}
 
 func (x *Inbound) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_proto_msgTypes[11]
+	mi := &file_bulwark_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -771,7 +1069,7 @@ func (x *Inbound) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Inbound.ProtoReflect.Descriptor instead.
 func (*Inbound) Descriptor() ([]byte, []int) {
-	return file_bulwark_proto_rawDescGZIP(), []int{11}
+	return file_bulwark_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Inbound) GetPolicies() [][]byte {
@@ -798,7 +1096,7 @@ type PeerIdentity struct {
 
 func (x *PeerIdentity) Reset() {
 	*x = PeerIdentity{}
-	mi := &file_bulwark_proto_msgTypes[12]
+	mi := &file_bulwark_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -810,7 +1108,7 @@ func (x *PeerIdentity) String() string {
 func (*PeerIdentity) ProtoMessage() {}
 
 func (x *PeerIdentity) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_proto_msgTypes[12]
+	mi := &file_bulwark_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -823,7 +1121,7 @@ func (x *PeerIdentity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerIdentity.ProtoReflect.Descriptor instead.
 func (*PeerIdentity) Descriptor() ([]byte, []int) {
-	return file_bulwark_proto_rawDescGZIP(), []int{12}
+	return file_bulwark_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PeerIdentity) GetSpiffeId() string {
@@ -855,7 +1153,7 @@ type Destination struct {
 
 func (x *Destination) Reset() {
 	*x = Destination{}
-	mi := &file_bulwark_proto_msgTypes[13]
+	mi := &file_bulwark_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -867,7 +1165,7 @@ func (x *Destination) String() string {
 func (*Destination) ProtoMessage() {}
 
 func (x *Destination) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_proto_msgTypes[13]
+	mi := &file_bulwark_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -880,7 +1178,7 @@ func (x *Destination) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Destination.ProtoReflect.Descriptor instead.
 func (*Destination) Descriptor() ([]byte, []int) {
-	return file_bulwark_proto_rawDescGZIP(), []int{13}
+	return file_bulwark_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Destination) GetService() string {
@@ -917,7 +1215,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_bulwark_proto_msgTypes[14]
+	mi := &file_bulwark_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -929,7 +1227,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_proto_msgTypes[14]
+	mi := &file_bulwark_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -942,7 +1240,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_bulwark_proto_rawDescGZIP(), []int{14}
+	return file_bulwark_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Endpoint) GetAddress() string {
@@ -1004,7 +1302,7 @@ const file_bulwark_proto_rawDesc = "" +
 	"\aversion\x18\x04 \x01(\tR\aversion\"5\n" +
 	"\x03Ack\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x03R\aversion\x12\x14\n" +
-	"\x05error\x18\x02 \x01(\tR\x05error\"\xf7\x02\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error\"\xb6\x04\n" +
 	"\bSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x03R\aversion\x12!\n" +
 	"\ftrust_bundle\x18\x02 \x03(\fR\vtrustBundle\x123\n" +
@@ -1015,7 +1313,33 @@ const file_bulwark_proto_rawDesc = "" +
 	"\x11signing_authority\x18\a \x01(\fR\x10signingAuthority\x12'\n" +
 	"\x0frevoked_serials\x18\b \x03(\tR\x0erevokedSerials\x12\x1d\n" +
 	"\n" +
-	"jwt_bundle\x18\t \x01(\fR\tjwtBundle\"[\n" +
+	"jwt_bundle\x18\t \x01(\fR\tjwtBundle\x12B\n" +
+	"\rjwt_providers\x18\n" +
+	" \x03(\v2\x1d.bulwark.v1alpha1.JWTProviderR\fjwtProviders\x12>\n" +
+	"\x06labels\x18\v \x03(\v2&.bulwark.v1alpha1.Snapshot.LabelsEntryR\x06labels\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"=\n" +
+	"\vJWTProvider\x12\x1a\n" +
+	"\bresource\x18\x01 \x01(\fR\bresource\x12\x12\n" +
+	"\x04jwks\x18\x02 \x01(\fR\x04jwks\"C\n" +
+	"\rReportRequest\x122\n" +
+	"\adenials\x18\x01 \x03(\v2\x18.bulwark.v1alpha1.DenialR\adenials\"\x10\n" +
+	"\x0eReportResponse\"\xde\x02\n" +
+	"\x06Denial\x12\x1c\n" +
+	"\tdirection\x18\x01 \x01(\tR\tdirection\x12\x16\n" +
+	"\x06source\x18\x02 \x01(\tR\x06source\x12 \n" +
+	"\vdestination\x18\x03 \x01(\tR\vdestination\x12\x16\n" +
+	"\x06method\x18\x04 \x01(\tR\x06method\x12\x12\n" +
+	"\x04path\x18\x05 \x01(\tR\x04path\x12\x16\n" +
+	"\x06policy\x18\x06 \x01(\tR\x06policy\x12\x12\n" +
+	"\x04rule\x18\a \x01(\x05R\x04rule\x12\x16\n" +
+	"\x06reason\x18\b \x01(\tR\x06reason\x12\x16\n" +
+	"\x06status\x18\t \x01(\x05R\x06status\x12\x14\n" +
+	"\x05count\x18\n" +
+	" \x01(\x03R\x05count\x12/\n" +
+	"\x14first_seen_unix_nano\x18\v \x01(\x03R\x11firstSeenUnixNano\x12-\n" +
+	"\x13last_seen_unix_nano\x18\f \x01(\x03R\x10lastSeenUnixNano\"[\n" +
 	"\aInbound\x12\x1a\n" +
 	"\bpolicies\x18\x01 \x03(\fR\bpolicies\x124\n" +
 	"\x05peers\x18\x02 \x03(\v2\x1e.bulwark.v1alpha1.PeerIdentityR\x05peers\"G\n" +
@@ -1029,12 +1353,13 @@ const file_bulwark_proto_rawDesc = "" +
 	"\bEndpoint\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x1b\n" +
 	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x12\x1a\n" +
-	"\binstance\x18\x03 \x01(\tR\binstance2\xd6\x02\n" +
+	"\binstance\x18\x03 \x01(\tR\binstance2\xa3\x03\n" +
 	"\aControl\x12K\n" +
 	"\x06Attest\x12\x1f.bulwark.v1alpha1.AttestRequest\x1a .bulwark.v1alpha1.AttestResponse\x12Q\n" +
 	"\bSignSVID\x12!.bulwark.v1alpha1.SignSVIDRequest\x1a\".bulwark.v1alpha1.SignSVIDResponse\x12O\n" +
 	"\tSubscribe\x12\".bulwark.v1alpha1.SubscribeRequest\x1a\x1a.bulwark.v1alpha1.Snapshot(\x010\x01\x12Z\n" +
-	"\vSignJWTSVID\x12$.bulwark.v1alpha1.SignJWTSVIDRequest\x1a%.bulwark.v1alpha1.SignJWTSVIDResponseB6Z4github.com/bulwarkmesh/bulwark/api/v1alpha1;v1alpha1b\x06proto3"
+	"\vSignJWTSVID\x12$.bulwark.v1alpha1.SignJWTSVIDRequest\x1a%.bulwark.v1alpha1.SignJWTSVIDResponse\x12K\n" +
+	"\x06Report\x12\x1f.bulwark.v1alpha1.ReportRequest\x1a .bulwark.v1alpha1.ReportResponseB6Z4github.com/bulwarkmesh/bulwark/api/v1alpha1;v1alpha1b\x06proto3"
 
 var (
 	file_bulwark_proto_rawDescOnce sync.Once
@@ -1048,7 +1373,7 @@ func file_bulwark_proto_rawDescGZIP() []byte {
 	return file_bulwark_proto_rawDescData
 }
 
-var file_bulwark_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_bulwark_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_bulwark_proto_goTypes = []any{
 	(*SignJWTSVIDRequest)(nil),  // 0: bulwark.v1alpha1.SignJWTSVIDRequest
 	(*SignJWTSVIDResponse)(nil), // 1: bulwark.v1alpha1.SignJWTSVIDResponse
@@ -1061,33 +1386,43 @@ var file_bulwark_proto_goTypes = []any{
 	(*Node)(nil),                // 8: bulwark.v1alpha1.Node
 	(*Ack)(nil),                 // 9: bulwark.v1alpha1.Ack
 	(*Snapshot)(nil),            // 10: bulwark.v1alpha1.Snapshot
-	(*Inbound)(nil),             // 11: bulwark.v1alpha1.Inbound
-	(*PeerIdentity)(nil),        // 12: bulwark.v1alpha1.PeerIdentity
-	(*Destination)(nil),         // 13: bulwark.v1alpha1.Destination
-	(*Endpoint)(nil),            // 14: bulwark.v1alpha1.Endpoint
+	(*JWTProvider)(nil),         // 11: bulwark.v1alpha1.JWTProvider
+	(*ReportRequest)(nil),       // 12: bulwark.v1alpha1.ReportRequest
+	(*ReportResponse)(nil),      // 13: bulwark.v1alpha1.ReportResponse
+	(*Denial)(nil),              // 14: bulwark.v1alpha1.Denial
+	(*Inbound)(nil),             // 15: bulwark.v1alpha1.Inbound
+	(*PeerIdentity)(nil),        // 16: bulwark.v1alpha1.PeerIdentity
+	(*Destination)(nil),         // 17: bulwark.v1alpha1.Destination
+	(*Endpoint)(nil),            // 18: bulwark.v1alpha1.Endpoint
+	nil,                         // 19: bulwark.v1alpha1.Snapshot.LabelsEntry
 }
 var file_bulwark_proto_depIdxs = []int32{
 	4,  // 0: bulwark.v1alpha1.AttestResponse.svid:type_name -> bulwark.v1alpha1.X509SVID
 	4,  // 1: bulwark.v1alpha1.SignSVIDResponse.svid:type_name -> bulwark.v1alpha1.X509SVID
 	8,  // 2: bulwark.v1alpha1.SubscribeRequest.node:type_name -> bulwark.v1alpha1.Node
 	9,  // 3: bulwark.v1alpha1.SubscribeRequest.ack:type_name -> bulwark.v1alpha1.Ack
-	11, // 4: bulwark.v1alpha1.Snapshot.inbound:type_name -> bulwark.v1alpha1.Inbound
-	13, // 5: bulwark.v1alpha1.Snapshot.destinations:type_name -> bulwark.v1alpha1.Destination
-	12, // 6: bulwark.v1alpha1.Inbound.peers:type_name -> bulwark.v1alpha1.PeerIdentity
-	14, // 7: bulwark.v1alpha1.Destination.endpoints:type_name -> bulwark.v1alpha1.Endpoint
-	2,  // 8: bulwark.v1alpha1.Control.Attest:input_type -> bulwark.v1alpha1.AttestRequest
-	5,  // 9: bulwark.v1alpha1.Control.SignSVID:input_type -> bulwark.v1alpha1.SignSVIDRequest
-	7,  // 10: bulwark.v1alpha1.Control.Subscribe:input_type -> bulwark.v1alpha1.SubscribeRequest
-	0,  // 11: bulwark.v1alpha1.Control.SignJWTSVID:input_type -> bulwark.v1alpha1.SignJWTSVIDRequest
-	3,  // 12: bulwark.v1alpha1.Control.Attest:output_type -> bulwark.v1alpha1.AttestResponse
-	6,  // 13: bulwark.v1alpha1.Control.SignSVID:output_type -> bulwark.v1alpha1.SignSVIDResponse
-	10, // 14: bulwark.v1alpha1.Control.Subscribe:output_type -> bulwark.v1alpha1.Snapshot
-	1,  // 15: bulwark.v1alpha1.Control.SignJWTSVID:output_type -> bulwark.v1alpha1.SignJWTSVIDResponse
-	12, // [12:16] is the sub-list for method output_type
-	8,  // [8:12] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	15, // 4: bulwark.v1alpha1.Snapshot.inbound:type_name -> bulwark.v1alpha1.Inbound
+	17, // 5: bulwark.v1alpha1.Snapshot.destinations:type_name -> bulwark.v1alpha1.Destination
+	11, // 6: bulwark.v1alpha1.Snapshot.jwt_providers:type_name -> bulwark.v1alpha1.JWTProvider
+	19, // 7: bulwark.v1alpha1.Snapshot.labels:type_name -> bulwark.v1alpha1.Snapshot.LabelsEntry
+	14, // 8: bulwark.v1alpha1.ReportRequest.denials:type_name -> bulwark.v1alpha1.Denial
+	16, // 9: bulwark.v1alpha1.Inbound.peers:type_name -> bulwark.v1alpha1.PeerIdentity
+	18, // 10: bulwark.v1alpha1.Destination.endpoints:type_name -> bulwark.v1alpha1.Endpoint
+	2,  // 11: bulwark.v1alpha1.Control.Attest:input_type -> bulwark.v1alpha1.AttestRequest
+	5,  // 12: bulwark.v1alpha1.Control.SignSVID:input_type -> bulwark.v1alpha1.SignSVIDRequest
+	7,  // 13: bulwark.v1alpha1.Control.Subscribe:input_type -> bulwark.v1alpha1.SubscribeRequest
+	0,  // 14: bulwark.v1alpha1.Control.SignJWTSVID:input_type -> bulwark.v1alpha1.SignJWTSVIDRequest
+	12, // 15: bulwark.v1alpha1.Control.Report:input_type -> bulwark.v1alpha1.ReportRequest
+	3,  // 16: bulwark.v1alpha1.Control.Attest:output_type -> bulwark.v1alpha1.AttestResponse
+	6,  // 17: bulwark.v1alpha1.Control.SignSVID:output_type -> bulwark.v1alpha1.SignSVIDResponse
+	10, // 18: bulwark.v1alpha1.Control.Subscribe:output_type -> bulwark.v1alpha1.Snapshot
+	1,  // 19: bulwark.v1alpha1.Control.SignJWTSVID:output_type -> bulwark.v1alpha1.SignJWTSVIDResponse
+	13, // 20: bulwark.v1alpha1.Control.Report:output_type -> bulwark.v1alpha1.ReportResponse
+	16, // [16:21] is the sub-list for method output_type
+	11, // [11:16] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_bulwark_proto_init() }
@@ -1105,7 +1440,7 @@ func file_bulwark_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_bulwark_proto_rawDesc), len(file_bulwark_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -28,6 +28,7 @@ const (
 	Control_SignSVID_FullMethodName    = "/bulwark.v1alpha1.Control/SignSVID"
 	Control_Subscribe_FullMethodName   = "/bulwark.v1alpha1.Control/Subscribe"
 	Control_SignJWTSVID_FullMethodName = "/bulwark.v1alpha1.Control/SignJWTSVID"
+	Control_Report_FullMethodName      = "/bulwark.v1alpha1.Control/Report"
 )
 
 // ControlClient is the client API for Control service.
@@ -51,6 +52,10 @@ type ControlClient interface {
 	// X509-SVID), bound to the requested audiences, for the proxy's SPIFFE
 	// Workload API.
 	SignJWTSVID(ctx context.Context, in *SignJWTSVIDRequest, opts ...grpc.CallOption) (*SignJWTSVIDResponse, error)
+	// Report sends what a proxy observed since its last report: denials,
+	// aggregated per edge and rule. The reporter is the caller's SVID; the
+	// control plane keeps the most recent denials for `bulwark get denials`.
+	Report(ctx context.Context, in *ReportRequest, opts ...grpc.CallOption) (*ReportResponse, error)
 }
 
 type controlClient struct {
@@ -104,6 +109,16 @@ func (c *controlClient) SignJWTSVID(ctx context.Context, in *SignJWTSVIDRequest,
 	return out, nil
 }
 
+func (c *controlClient) Report(ctx context.Context, in *ReportRequest, opts ...grpc.CallOption) (*ReportResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReportResponse)
+	err := c.cc.Invoke(ctx, Control_Report_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ControlServer is the server API for Control service.
 // All implementations must embed UnimplementedControlServer
 // for forward compatibility.
@@ -125,6 +140,10 @@ type ControlServer interface {
 	// X509-SVID), bound to the requested audiences, for the proxy's SPIFFE
 	// Workload API.
 	SignJWTSVID(context.Context, *SignJWTSVIDRequest) (*SignJWTSVIDResponse, error)
+	// Report sends what a proxy observed since its last report: denials,
+	// aggregated per edge and rule. The reporter is the caller's SVID; the
+	// control plane keeps the most recent denials for `bulwark get denials`.
+	Report(context.Context, *ReportRequest) (*ReportResponse, error)
 	mustEmbedUnimplementedControlServer()
 }
 
@@ -146,6 +165,9 @@ func (UnimplementedControlServer) Subscribe(grpc.BidiStreamingServer[SubscribeRe
 }
 func (UnimplementedControlServer) SignJWTSVID(context.Context, *SignJWTSVIDRequest) (*SignJWTSVIDResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method SignJWTSVID not implemented")
+}
+func (UnimplementedControlServer) Report(context.Context, *ReportRequest) (*ReportResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Report not implemented")
 }
 func (UnimplementedControlServer) mustEmbedUnimplementedControlServer() {}
 func (UnimplementedControlServer) testEmbeddedByValue()                 {}
@@ -229,6 +251,24 @@ func _Control_SignJWTSVID_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Control_Report_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReportRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServer).Report(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Control_Report_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServer).Report(ctx, req.(*ReportRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Control_ServiceDesc is the grpc.ServiceDesc for Control service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -247,6 +287,10 @@ var Control_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SignJWTSVID",
 			Handler:    _Control_SignJWTSVID_Handler,
+		},
+		{
+			MethodName: "Report",
+			Handler:    _Control_Report_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -7,7 +7,9 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/bulwarkmesh/bulwark/internal/config"
 	"github.com/bulwarkmesh/bulwark/internal/identity"
+	"github.com/bulwarkmesh/bulwark/internal/rbac"
 	"github.com/bulwarkmesh/bulwark/internal/registry"
 	"github.com/bulwarkmesh/bulwark/internal/telemetry"
 )
@@ -87,10 +89,18 @@ type RevokeRequest struct {
 	Instance string `json:"instance,omitempty"`
 }
 
-func (s *Server) caStatus(w http.ResponseWriter, r *http.Request, _ string) error {
+func (s *Server) caStatus(w http.ResponseWriter, r *http.Request, op string) error {
+	if err := s.authorize(r.Context(), op, config.VerbGet, config.KindCA, rbac.MeshWide); err != nil {
+		return err
+	}
 	if s.cfg.CA == nil {
 		return &apiError{status: http.StatusNotImplemented, msg: "no ca on this server"}
 	}
+	return s.writeCAStatus(w, r)
+}
+
+// writeCAStatus answers with the CA's state.
+func (s *Server) writeCAStatus(w http.ResponseWriter, r *http.Request) error {
 	st, err := s.cfg.CA.Status(r.Context())
 	if err != nil {
 		return err
@@ -99,6 +109,9 @@ func (s *Server) caStatus(w http.ResponseWriter, r *http.Request, _ string) erro
 }
 
 func (s *Server) caRotate(w http.ResponseWriter, r *http.Request, op string) error {
+	if err := s.authorize(r.Context(), op, config.VerbRotate, config.KindCA, rbac.MeshWide); err != nil {
+		return err
+	}
 	if s.cfg.CA == nil {
 		return &apiError{status: http.StatusNotImplemented, msg: "no ca on this server"}
 	}
@@ -122,10 +135,13 @@ func (s *Server) caRotate(w http.ResponseWriter, r *http.Request, op string) err
 		return err
 	}
 	s.logger.Info("ca rotation started", telemetry.KeyOperator, op, telemetry.KeyKind, req.Target)
-	return s.caStatus(w, r, op)
+	return s.writeCAStatus(w, r)
 }
 
-func (s *Server) jwks(w http.ResponseWriter, _ *http.Request, _ string) error {
+func (s *Server) jwks(w http.ResponseWriter, r *http.Request, op string) error {
+	if err := s.authorize(r.Context(), op, config.VerbGet, config.KindCA, rbac.MeshWide); err != nil {
+		return err
+	}
 	if s.cfg.CA == nil {
 		return &apiError{status: http.StatusNotImplemented, msg: "no ca on this server"}
 	}
@@ -140,6 +156,9 @@ func (s *Server) revoke(w http.ResponseWriter, r *http.Request, op string) error
 	svc, err := identity.ParseServiceRef(req.Namespace+"/"+req.Service, "")
 	if err != nil || svc.Namespace != req.Namespace || svc.Name != req.Service {
 		return badRequest(fmt.Sprintf("namespace/service: %q/%q: want valid names", req.Namespace, req.Service))
+	}
+	if err := s.authorize(r.Context(), op, config.VerbRevoke, config.KindProxy, svc.Namespace); err != nil {
+		return err
 	}
 	if req.Instance != "" {
 		if err := identity.ValidateName(req.Instance); err != nil {

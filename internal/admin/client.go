@@ -100,9 +100,30 @@ func (c *Client) do(ctx context.Context, method, path string, in any, okStatus .
 	return b, resp.StatusCode, &APIError{Status: resp.StatusCode, Message: eb.Error, Details: eb.Details}
 }
 
+// WriteOptions change how Apply and Delete write.
+type WriteOptions struct {
+	// Force writes a policy change even when the control plane's lock-out
+	// guard refuses it (a service would lose every caller it has now).
+	// Only an explicit --force on the command line sets it.
+	Force bool
+}
+
+// query returns the query string of o, "" or "?force=true".
+func (o WriteOptions) query() string {
+	if o.Force {
+		return "?force=true"
+	}
+	return ""
+}
+
 // Apply applies JSON documents in one transaction.
 func (c *Client) Apply(ctx context.Context, docs []json.RawMessage) ([]resource.Result, error) {
-	b, _, err := c.do(ctx, http.MethodPost, "/v1/apply", ApplyRequest{Items: docs}, http.StatusOK)
+	return c.ApplyWithOptions(ctx, docs, WriteOptions{})
+}
+
+// ApplyWithOptions is Apply with options.
+func (c *Client) ApplyWithOptions(ctx context.Context, docs []json.RawMessage, o WriteOptions) ([]resource.Result, error) {
+	b, _, err := c.do(ctx, http.MethodPost, "/v1/apply"+o.query(), ApplyRequest{Items: docs}, http.StatusOK)
 	if err != nil {
 		return nil, err
 	}
@@ -116,7 +137,12 @@ func (c *Client) Apply(ctx context.Context, docs []json.RawMessage) ([]resource.
 // Delete deletes resources in one transaction. Resources that did not exist
 // are reported with outcome "not found".
 func (c *Client) Delete(ctx context.Context, refs []resource.Result) ([]resource.Result, error) {
-	b, _, err := c.do(ctx, http.MethodPost, "/v1/delete", DeleteRequest{Items: refs}, http.StatusOK, http.StatusNotFound)
+	return c.DeleteWithOptions(ctx, refs, WriteOptions{})
+}
+
+// DeleteWithOptions is Delete with options.
+func (c *Client) DeleteWithOptions(ctx context.Context, refs []resource.Result, o WriteOptions) ([]resource.Result, error) {
+	b, _, err := c.do(ctx, http.MethodPost, "/v1/delete"+o.query(), DeleteRequest{Items: refs}, http.StatusOK, http.StatusNotFound)
 	if err != nil {
 		return nil, err
 	}
@@ -187,4 +213,18 @@ func (c *Client) Revoke(ctx context.Context, req RevokeRequest) (registry.Revoke
 		return out, err
 	}
 	return out, json.Unmarshal(body, &out)
+}
+
+// CreateOperator has the control plane sign a client certificate for a new
+// operator's CSR.
+func (c *Client) CreateOperator(ctx context.Context, req OperatorRequest) (OperatorResponse, error) {
+	var out OperatorResponse
+	body, _, err := c.do(ctx, http.MethodPost, "/v1/operators", req, http.StatusCreated)
+	if err != nil {
+		return out, err
+	}
+	if err := json.Unmarshal(body, &out); err != nil {
+		return out, fmt.Errorf("decode operator answer: %w", err)
+	}
+	return out, nil
 }

@@ -11,10 +11,12 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -27,6 +29,7 @@ import (
 	"github.com/bulwarkmesh/bulwark/internal/config"
 	"github.com/bulwarkmesh/bulwark/internal/keymanager"
 	"github.com/bulwarkmesh/bulwark/internal/mtls"
+	"github.com/bulwarkmesh/bulwark/internal/rbac"
 	"github.com/bulwarkmesh/bulwark/internal/registry"
 	"github.com/bulwarkmesh/bulwark/internal/resource"
 	"github.com/bulwarkmesh/bulwark/internal/store/bolt"
@@ -51,14 +54,35 @@ type api struct {
 	tokens    *jointoken.JoinTokens
 	op        *ca.OperatorCA
 	workload  *ca.CA
+	server    *admin.Server
 	srv       *httptest.Server
 	roots     *x509.CertPool
 	cred      *admin.Credential
 	client    *admin.Client
-	// operator sends raw requests as the operator "alice"; anonymous has
-	// no client certificate.
+	// operator sends raw requests as the built-in operator "admin", which
+	// may do everything; anonymous has no client certificate.
 	operator  *http.Client
 	anonymous *http.Client
+	// logs holds what the server logged (JSON lines, level debug).
+	logs *syncBuffer
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent writes.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 func newKey(t testing.TB) *ecdsa.PrivateKey {
@@ -91,7 +115,7 @@ func newAPI(t testing.TB) *api {
 		t.Fatalf("open store: %v", err)
 	}
 	t.Cleanup(func() { st.Close() })
-	a := &api{clock: clock.NewFake(start)}
+	a := &api{clock: clock.NewFake(start), logs: &syncBuffer{}}
 	a.resources = resource.New(st, a.clock)
 	if a.registry, err = registry.New(registry.Config{Store: st, Clock: a.clock}); err != nil {
 		t.Fatal(err)
@@ -107,8 +131,9 @@ func newAPI(t testing.TB) *api {
 		t.Fatal(err)
 	}
 	handler, err := admin.New(admin.Config{
-		Resources: a.resources, Registry: a.registry, Tokens: a.tokens,
-		TrustDomain: testTD, Pin: func() string { return testPin },
+		Resources: a.resources, Registry: a.registry, Tokens: a.tokens, Store: st,
+		TrustDomain: testTD, Pin: func() string { return testPin }, Operators: a.op,
+		Logger: slog.New(slog.NewJSONHandler(a.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -121,6 +146,7 @@ func newAPI(t testing.TB) *api {
 	}
 	serving := tls.Certificate{Certificate: [][]byte{leaf.Raw}, PrivateKey: serverKey, Leaf: leaf}
 	a.roots = admin.OperatorRoots(a.op.Root())
+	a.server = handler
 	a.srv = httptest.NewUnstartedServer(handler)
 	a.srv.EnableHTTP2 = true
 	a.srv.TLS = mtls.AdminServerConfig(func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &serving, nil }, a.roots)
@@ -130,7 +156,7 @@ func newAPI(t testing.TB) *api {
 	a.srv.StartTLS()
 	t.Cleanup(a.srv.Close)
 
-	a.cred = a.credential(t, "alice")
+	a.cred = a.credential(t, rbac.BuiltinAdmin)
 	if a.client, err = admin.NewClient(a.cred); err != nil {
 		t.Fatal(err)
 	}

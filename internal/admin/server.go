@@ -6,21 +6,25 @@
 //
 // Every request needs an operator client certificate signed by the operator
 // CA (checked in the TLS handshake; a workload SVID fails there), except
-// /healthz and /readyz. A request without one gets 401. Request bodies are
+// /healthz and /readyz. A request without one gets 401. Every request is
+// then authorized (internal/rbac, docs/rbac.md) before it reads or changes
+// anything: a denial is audited and answered 403. Request bodies are
 // limited in size; every write is logged with the operator's name.
 //
 // Routes (JSON):
 //
-//	POST   /v1/apply                              {"items":[doc...]} -> results (all or nothing)
-//	POST   /v1/delete                             {"items":[{kind,namespace,name}...]} -> results
+//	POST   /v1/apply[?force=true]                 {"items":[doc...]} -> results (all or nothing)
+//	POST   /v1/delete[?force=true]                {"items":[{kind,namespace,name}...]} -> results
 //	GET    /v1/{plural}[?namespace=NS]             -> {"kind":"List","items":[...]}
 //	GET    /v1/namespaces/{ns}/{plural}/{name}     -> one object
-//	DELETE /v1/namespaces/{ns}/{plural}/{name}     -> result
+//	GET    /v1/denials[?namespace=NS][&since=15m]  -> {"kind":"List","items":[Denial...]}
+//	DELETE /v1/namespaces/{ns}/{plural}/{name}     -> result (also ?force=true)
 //	POST   /v1/tokens                             {"service","identity","ttl"} -> {"token","expiresAt",...}
 //	GET    /v1/ca                                  -> CAStatus
 //	POST   /v1/ca/rotate                          {"target":"root"|"intermediate"} -> CAStatus
 //	GET    /v1/ca/jwks                             -> the JWT-SVID bundle (JWKS)
 //	POST   /v1/proxies/revoke                     {"namespace","service","instance"} -> registry.Revoked
+//	POST   /v1/operators                          {"name","csr","ttl"} -> {"certificate","ca",...}
 package admin
 
 import (
@@ -30,6 +34,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -54,12 +59,23 @@ type Config struct {
 	Resources *resource.Store
 	Registry  *registry.Registry
 	Tokens    *jointoken.JoinTokens
+	// Store is the store under Resources. With it, the Authorizer of the
+	// Roles and RoleBindings is cached and checked against their store
+	// revisions on every request; without it (nil), they are decoded
+	// on every request. Either way a request never sees stale rights.
+	Store store.Store
 	// TrustDomain names identities in views.
 	TrustDomain string
 	// Pin is the root CA pin embedded in created join tokens; "" for none.
 	Pin func() string
 	// CA serves `bulwark ca status/rotate`; nil answers 501.
 	CA CA
+	// Operators signs the certificates of new operators (POST
+	// /v1/operators); nil answers 501.
+	Operators OperatorSigner
+	// Denials lists the denials proxies reported (GET /v1/denials); nil
+	// answers 501.
+	Denials DenialSource
 	// Logger, default discard.
 	Logger *slog.Logger
 }
@@ -69,6 +85,8 @@ type Server struct {
 	cfg    Config
 	logger *slog.Logger
 	mux    *http.ServeMux
+	// rbac caches the RBAC resources when Config.Store is set.
+	rbac *rbacCache
 }
 
 // New returns the admin API handler.
@@ -77,11 +95,15 @@ func New(cfg Config) (*Server, error) {
 		return nil, errors.New("admin: resources, registry and tokens are required")
 	}
 	s := &Server{cfg: cfg, logger: telemetry.OrDiscard(cfg.Logger), mux: http.NewServeMux()}
+	if cfg.Store != nil {
+		s.rbac = &rbacCache{st: cfg.Store}
+	}
 	s.mux.HandleFunc("GET /healthz", s.health)
 	s.mux.HandleFunc("GET /readyz", s.health)
 	s.mux.Handle("POST /v1/apply", s.operator(s.apply))
 	s.mux.Handle("POST /v1/delete", s.operator(s.deleteMany))
 	s.mux.Handle("GET /v1/{plural}", s.operator(s.list))
+	s.mux.Handle("GET /v1/denials", s.operator(s.denials))
 	s.mux.Handle("GET /v1/namespaces/{ns}/{plural}/{name}", s.operator(s.get))
 	s.mux.Handle("DELETE /v1/namespaces/{ns}/{plural}/{name}", s.operator(s.deleteOne))
 	s.mux.Handle("POST /v1/tokens", s.operator(s.createToken))
@@ -89,6 +111,7 @@ func New(cfg Config) (*Server, error) {
 	s.mux.Handle("POST /v1/ca/rotate", s.operator(s.caRotate))
 	s.mux.Handle("GET /v1/ca/jwks", s.operator(s.jwks))
 	s.mux.Handle("POST /v1/proxies/revoke", s.operator(s.revoke))
+	s.mux.Handle("POST /v1/operators", s.operator(s.createOperator))
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if _, err := operatorName(r); err != nil {
 			writeError(w, errUnauthenticated)
@@ -113,16 +136,21 @@ func (s *Server) health(w http.ResponseWriter, _ *http.Request) {
 
 type operatorKey struct{}
 
-// operator wraps a handler that needs an authenticated operator.
+// operator wraps a handler that needs an authenticated operator. The
+// handler must authorize the request (authorize, authorizeRefs,
+// authorizeApply or scope) before it answers with success: see authz.go.
 func (s *Server) operator(h func(w http.ResponseWriter, r *http.Request, op string) error) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		op, err := operatorName(r)
 		if err != nil {
 			s.logger.Warn("admin request without operator certificate", telemetry.KeyRemote, r.RemoteAddr, telemetry.KeyPath, r.URL.Path)
-			writeError(w, errUnauthenticated)
+			writeError(rw, errUnauthenticated)
 			return
 		}
-		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+		r.Body = http.MaxBytesReader(rw, r.Body, maxBody)
+		ctx, st := withAuthzState(r.Context())
+		r = r.WithContext(ctx)
+		w := &guardedWriter{ResponseWriter: rw, s: s, r: r, state: st}
 		if err := h(w, r, op); err != nil {
 			var ae *apiError
 			if !errors.As(err, &ae) || ae.status >= 500 {
@@ -175,7 +203,7 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request, op string) error 
 			continue
 		}
 		kind := o.GetTypeMeta().Kind
-		if kind != config.KindAuthorizationPolicy {
+		if !config.IsApplicable(kind) {
 			docErrs = append(docErrs, &config.DocumentError{Index: i + 1, Kind: kind, Ref: config.Ref(o),
 				Err: fmt.Errorf("kind: %s cannot be applied to a control plane", kind)})
 			continue
@@ -184,6 +212,12 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request, op string) error 
 	}
 	if len(docErrs) > 0 {
 		return &apiError{status: http.StatusUnprocessableEntity, msg: "invalid documents; nothing was applied", details: docErrDetails(docErrs)}
+	}
+	if err := s.authorizeApply(r.Context(), op, objs); err != nil {
+		return err
+	}
+	if err := s.guardLockout(r, op, objs, nil); err != nil {
+		return err
 	}
 	results, err := s.cfg.Resources.Apply(r.Context(), objs)
 	if errors.Is(err, resource.ErrDuplicate) {
@@ -221,7 +255,7 @@ func (s *Server) deleteMany(w http.ResponseWriter, r *http.Request, op string) e
 			return badRequest(fmt.Sprintf("items[%d]: %v", i, err))
 		}
 	}
-	return s.doDelete(w, r.Context(), op, req.Items)
+	return s.doDelete(w, r, op, req.Items)
 }
 
 func (s *Server) deleteOne(w http.ResponseWriter, r *http.Request, op string) error {
@@ -233,10 +267,17 @@ func (s *Server) deleteOne(w http.ResponseWriter, r *http.Request, op string) er
 	if err := checkDeletable(ref.Kind, ref.Namespace, ref.Name); err != nil {
 		return badRequest(err.Error())
 	}
-	return s.doDelete(w, r.Context(), op, []resource.Result{ref})
+	return s.doDelete(w, r, op, []resource.Result{ref})
 }
 
-func (s *Server) doDelete(w http.ResponseWriter, ctx context.Context, op string, refs []resource.Result) error {
+func (s *Server) doDelete(w http.ResponseWriter, r *http.Request, op string, refs []resource.Result) error {
+	ctx := r.Context()
+	if err := s.authorizeRefs(ctx, op, config.VerbDelete, refs); err != nil {
+		return err
+	}
+	if err := s.guardLockout(r, op, nil, refs); err != nil {
+		return err
+	}
 	results, err := s.cfg.Resources.Delete(ctx, refs)
 	if err != nil {
 		return err
@@ -254,9 +295,9 @@ func (s *Server) doDelete(w http.ResponseWriter, ctx context.Context, op string,
 }
 
 func checkDeletable(kind, ns, name string) error {
-	switch kind {
-	case config.KindAuthorizationPolicy:
-	case config.KindProxy, config.KindService:
+	switch {
+	case config.IsApplicable(kind):
+	case config.IsReadOnly(kind):
 		return fmt.Errorf("kind: %s is read-only", kind)
 	default:
 		return fmt.Errorf("kind: unknown kind %q", kind)
@@ -270,7 +311,7 @@ func checkDeletable(kind, ns, name string) error {
 	return nil
 }
 
-func (s *Server) list(w http.ResponseWriter, r *http.Request, _ string) error {
+func (s *Server) list(w http.ResponseWriter, r *http.Request, op string) error {
 	kind, ok := config.ResourceKind(r.PathValue("plural"))
 	if !ok {
 		return notFound("unknown resource type " + r.PathValue("plural"))
@@ -280,6 +321,11 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, _ string) error {
 		if err := identity.ValidateName(ns); err != nil {
 			return badRequest("namespace: " + err.Error())
 		}
+	}
+	// Across namespaces (ns "") needs the right mesh-wide, as kubectl's
+	// --all-namespaces needs it cluster-wide.
+	if err := s.authorize(r.Context(), op, config.VerbList, kind, ns); err != nil {
+		return err
 	}
 	objs, err := s.objects(r.Context(), kind, ns)
 	if err != nil {
@@ -292,7 +338,7 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, _ string) error {
 	return writeRaw(w, http.StatusOK, b)
 }
 
-func (s *Server) get(w http.ResponseWriter, r *http.Request, _ string) error {
+func (s *Server) get(w http.ResponseWriter, r *http.Request, op string) error {
 	kind, ok := config.ResourceKind(r.PathValue("plural"))
 	if !ok {
 		return notFound("unknown resource type " + r.PathValue("plural"))
@@ -300,6 +346,9 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request, _ string) error {
 	ns, name := r.PathValue("ns"), r.PathValue("name")
 	if identity.ValidateName(ns) != nil || identity.ValidateName(name) != nil {
 		return badRequest("invalid namespace or name")
+	}
+	if err := s.authorize(r.Context(), op, config.VerbGet, kind, ns); err != nil {
+		return err
 	}
 	objs, err := s.objects(r.Context(), kind, ns)
 	if err != nil {
@@ -319,14 +368,16 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request, _ string) error {
 
 // objects lists the objects of kind in ns ("" = all namespaces).
 func (s *Server) objects(ctx context.Context, kind, ns string) ([]config.Object, error) {
-	switch kind {
-	case config.KindAuthorizationPolicy:
+	switch {
+	case config.IsApplicable(kind):
 		objs, _, err := s.cfg.Resources.List(ctx, kind, ns)
 		return objs, err
-	case config.KindProxy:
+	case kind == config.KindProxy:
 		return s.proxies(ctx, ns)
-	case config.KindService:
+	case kind == config.KindService:
 		return s.services(ctx, ns)
+	case kind == config.KindDenial:
+		return s.denialObjects(ns)
 	}
 	return nil, notFound("unknown kind " + kind)
 }
@@ -350,7 +401,7 @@ func (s *Server) proxies(ctx context.Context, ns string) ([]config.Object, error
 func ProxyView(p registry.Proxy) *config.Proxy {
 	v := &config.Proxy{
 		TypeMeta: config.TypeMeta{APIVersion: config.APIVersion, Kind: config.KindProxy},
-		Metadata: config.ObjectMeta{Name: p.Instance, Namespace: p.Namespace},
+		Metadata: config.ObjectMeta{Name: p.Instance, Namespace: p.Namespace, Labels: maps.Clone(p.Labels)},
 		Status: config.ProxyStatus{
 			Identity:        p.Identity,
 			Service:         p.Namespace + "/" + p.Service,
@@ -424,6 +475,9 @@ type TokenRequest struct {
 	Identity string `json:"identity,omitempty"`
 	// TTL is a Go duration; default 10m.
 	TTL string `json:"ttl,omitempty"`
+	// Labels bound to the workload instance that redeems the token; policy
+	// and JWTProvider selectors match them.
+	Labels map[string]string `json:"labels,omitempty"`
 }
 
 // TokenResponse is the answer of POST /v1/tokens.
@@ -443,6 +497,9 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request, op string) 
 	if err != nil {
 		return badRequest("service: " + err.Error())
 	}
+	if err := s.authorize(r.Context(), op, config.VerbCreate, config.KindJoinToken, svc.Namespace); err != nil {
+		return err
+	}
 	account := req.Identity
 	if account == "" {
 		account = svc.Name
@@ -457,12 +514,17 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request, op string) 
 			return badRequest(fmt.Sprintf("ttl: must be a duration between 1s and %s", jointoken.MaxTokenTTL))
 		}
 	}
+	var lerrs config.FieldErrors
+	config.ValidateLabels("labels", req.Labels, &lerrs)
+	if len(lerrs) > 0 {
+		return badRequest(lerrs.Error())
+	}
 	pin := ""
 	if s.cfg.Pin != nil {
 		pin = s.cfg.Pin()
 	}
 	token, exp, err := s.cfg.Tokens.Create(r.Context(), jointoken.CreateRequest{
-		Service: svc, Account: account, TTL: ttl, Pin: pin, CreatedBy: op,
+		Service: svc, Account: account, TTL: ttl, Pin: pin, CreatedBy: op, Labels: req.Labels,
 	})
 	if err != nil {
 		return err

@@ -31,6 +31,8 @@ type Result struct {
 	Service identity.ServiceRef
 	// Account is the identity's account in the service's namespace.
 	Account string
+	// Labels are bound to the attested workload instance.
+	Labels map[string]string
 }
 
 // Attestor verifies evidence and returns the identity it proves. An

@@ -98,8 +98,10 @@ unless a policy allows it.`,
 		newApplyCmd(g),
 		newGetCmd(g),
 		newDeleteCmd(g),
+		newPolicyCmd(g),
 		newTokenCmd(g),
 		newCACmd(g),
+		newOperatorCmd(g),
 		newExampleAppCmd(g),
 	)
 	markUsageErrors(root)

@@ -86,6 +86,7 @@ func newControlPlane(t testing.TB) *controlPlane {
 	}
 	handler, err := admin.New(admin.Config{
 		Resources: resource.New(st, fake), Registry: cp.registry, Tokens: cp.tokens, TrustDomain: td.Name(),
+		Store: st, Operators: op,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -104,7 +105,8 @@ func newControlPlane(t testing.TB) *controlPlane {
 	t.Cleanup(cp.srv.Close)
 
 	key := newKey(t)
-	cert, err := op.SignClient(&key.PublicKey, "alice", 0)
+	// The built-in operator "admin" may do everything (internal/rbac).
+	cert, err := op.SignClient(&key.PublicKey, "admin", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +115,7 @@ func newControlPlane(t testing.TB) *controlPlane {
 		t.Fatal(err)
 	}
 	cred := &admin.Credential{
-		APIVersion: config.APIVersion, Kind: admin.CredentialKind, Operator: "alice", Server: cp.srv.URL,
+		APIVersion: config.APIVersion, Kind: admin.CredentialKind, Operator: "admin", Server: cp.srv.URL,
 		CA: pemCert(op.Root()), Certificate: pemCert(cert),
 		Key: string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})),
 	}

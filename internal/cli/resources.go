@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -106,7 +107,10 @@ func readInput(g *globals, p string) ([]byte, error) {
 }
 
 func newApplyCmd(g *globals) *cobra.Command {
-	var files []string
+	var (
+		files []string
+		force bool
+	)
 	cmd := &cobra.Command{
 		Use:   "apply -f FILE",
 		Short: "Create or update resources from files, all or nothing",
@@ -132,7 +136,7 @@ applied in one transaction, so nothing is applied when any document is invalid.`
 			if err != nil {
 				return err
 			}
-			results, err := c.Apply(cmd.Context(), docs)
+			results, err := c.ApplyWithOptions(cmd.Context(), docs, admin.WriteOptions{Force: force})
 			if err != nil {
 				return apiErr(err)
 			}
@@ -141,8 +145,13 @@ applied in one transaction, so nothing is applied when any document is invalid.`
 		},
 	}
 	cmd.Flags().StringArrayVarP(&files, "filename", "f", nil, "file, directory or - (repeatable)")
+	cmd.Flags().BoolVar(&force, "force", false, forceUsage)
 	return cmd
 }
+
+// forceUsage is the help of --force; there is deliberately no environment
+// variable or config default for it.
+const forceUsage = "go ahead even if a service would lose every caller it has now (the control plane's lock-out guard refuses that otherwise)"
 
 func printResults(w io.Writer, results []resource.Result) {
 	for _, r := range results {
@@ -155,6 +164,7 @@ func newDeleteCmd(g *globals) *cobra.Command {
 		files     []string
 		namespace string
 		ignoreNF  bool
+		force     bool
 	)
 	cmd := &cobra.Command{
 		Use:   "delete (KIND NAME | -f FILE)",
@@ -177,7 +187,7 @@ func newDeleteCmd(g *globals) *cobra.Command {
 			case len(args) == 2:
 				kind, ok := config.ResourceKind(args[0])
 				if !ok {
-					return usagef("unknown resource type %q (known: policies, proxies, services)", args[0])
+					return usagef("unknown resource type %q (known: policies, jwtproviders, roles, rolebindings, proxies, services, denials)", args[0])
 				}
 				if err := identity.ValidateName(namespace); err != nil {
 					return usagef("--namespace: %v", err)
@@ -193,7 +203,7 @@ func newDeleteCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			results, err := c.Delete(cmd.Context(), refs)
+			results, err := c.DeleteWithOptions(cmd.Context(), refs, admin.WriteOptions{Force: force})
 			if err != nil {
 				return apiErr(err)
 			}
@@ -216,6 +226,7 @@ func newDeleteCmd(g *globals) *cobra.Command {
 	cmd.Flags().StringArrayVarP(&files, "filename", "f", nil, "file, directory or - (repeatable)")
 	cmd.Flags().StringVarP(&namespace, "namespace", "n", identity.DefaultNamespace, "namespace")
 	cmd.Flags().BoolVar(&ignoreNF, "ignore-not-found", false, "do not fail for resources that do not exist")
+	cmd.Flags().BoolVar(&force, "force", false, forceUsage)
 	return cmd
 }
 
@@ -224,15 +235,16 @@ func newGetCmd(g *globals) *cobra.Command {
 		namespace string
 		all       bool
 		output    string
+		since     time.Duration
 	)
 	cmd := &cobra.Command{
-		Use:   "get (policies|proxies|services) [NAME]",
+		Use:   "get (policies|jwtproviders|roles|rolebindings|proxies|services|denials) [NAME]",
 		Short: "List resources, or show one",
 		Args:  cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			kind, ok := config.ResourceKind(args[0])
 			if !ok {
-				return usagef("unknown resource type %q (known: policies, proxies, services)", args[0])
+				return usagef("unknown resource type %q (known: policies, jwtproviders, roles, rolebindings, proxies, services, denials)", args[0])
 			}
 			switch output {
 			case "table", "json", "yaml":
@@ -241,6 +253,9 @@ func newGetCmd(g *globals) *cobra.Command {
 			}
 			if all && len(args) == 2 {
 				return usagef("-A cannot be used with a NAME")
+			}
+			if since != 0 && (kind != config.KindDenial || len(args) == 2 || since < 0) {
+				return usagef("--since: a positive duration, for listing denials only")
 			}
 			ns := namespace
 			if all {
@@ -260,6 +275,10 @@ func newGetCmd(g *globals) *cobra.Command {
 					return apiErr(err)
 				}
 				raw = []byte(`{"apiVersion":"` + config.APIVersion + `","kind":"List","items":[` + string(one) + `]}`)
+			} else if kind == config.KindDenial {
+				if raw, err = c.Denials(cmd.Context(), ns, since); err != nil {
+					return apiErr(err)
+				}
 			} else if raw, err = c.List(cmd.Context(), plural, ns); err != nil {
 				return apiErr(err)
 			}
@@ -273,6 +292,7 @@ func newGetCmd(g *globals) *cobra.Command {
 	cmd.Flags().StringVarP(&namespace, "namespace", "n", identity.DefaultNamespace, "namespace")
 	cmd.Flags().BoolVarP(&all, "all-namespaces", "A", false, "list across all namespaces")
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table, json or yaml")
+	cmd.Flags().DurationVar(&since, "since", 0, "denials: only those last seen within this duration (such as 15m)")
 	return cmd
 }
 
@@ -344,7 +364,14 @@ func tableFor(kind string) ([]string, func(config.Object) []string) {
 			if svc == "" {
 				svc = "(all)"
 			}
-			return []string{p.Metadata.Name, svc, string(p.Spec.Action), strconv.Itoa(len(p.Spec.Rules)), age(p.Metadata.CreationTimestamp)}
+			if len(p.Spec.Selector.Labels) > 0 {
+				svc += " " + labelString(p.Spec.Selector.Labels)
+			}
+			action := string(p.Spec.Action)
+			if p.Spec.DryRun {
+				action += " (dry run)"
+			}
+			return []string{p.Metadata.Name, svc, action, strconv.Itoa(len(p.Spec.Rules)), age(p.Metadata.CreationTimestamp)}
 		}
 	case config.KindProxy:
 		return []string{"NAME", "SERVICE", "IDENTITY", "ADDRESS", "CONNECTED", "SVID-SERIAL", "SVID-EXPIRES", "BUNDLE", "SNAPSHOT"}, func(o config.Object) []string {
@@ -373,8 +400,53 @@ func tableFor(kind string) ([]string, func(config.Object) []string) {
 			return []string{s.Metadata.Name, fmt.Sprintf("%d/%d", s.Status.Ready, len(s.Status.Endpoints)),
 				join(s.Status.Endpoints), join(s.Status.Identities)}
 		}
+	case config.KindDenial:
+		return []string{"LAST SEEN", "DIRECTION", "SOURCE", "DESTINATION", "METHOD", "PATH", "POLICY", "REASON", "COUNT"}, func(o config.Object) []string {
+			d := o.(*config.Denial).Status
+			pol := "-"
+			if d.Policy != "" {
+				pol = d.Policy
+				if d.Rule != nil {
+					pol += "#rule" + strconv.Itoa(*d.Rule)
+				}
+			}
+			return []string{age(d.LastSeen), d.Direction, d.Source, d.Destination, d.Method, d.Path, pol, d.Reason,
+				strconv.FormatInt(d.Count, 10)}
+		}
+	case config.KindRole:
+		return []string{"NAME", "RULES", "AGE"}, func(o config.Object) []string {
+			r := o.(*config.Role)
+			rules := make([]string, len(r.Spec.Rules))
+			for i, rl := range r.Spec.Rules {
+				rules[i] = strings.Join(rl.Verbs, ",") + " " + strings.Join(rl.Kinds, ",")
+			}
+			return []string{r.Metadata.Name, strings.Join(rules, "; "), age(r.Metadata.CreationTimestamp)}
+		}
+	case config.KindRoleBinding:
+		return []string{"NAME", "ROLE", "OPERATORS", "AGE"}, func(o config.Object) []string {
+			b := o.(*config.RoleBinding)
+			return []string{b.Metadata.Name, b.Spec.Role, join(b.Spec.Operators), age(b.Metadata.CreationTimestamp)}
+		}
+	case config.KindJWTProvider:
+		return []string{"NAME", "ISSUER", "JWKS", "REQUIRED", "AGE"}, func(o config.Object) []string {
+			j := o.(*config.JWTProvider)
+			jwks := j.Spec.JWKSURI
+			if jwks == "" {
+				jwks = "(inline)"
+			}
+			return []string{j.Metadata.Name, j.Spec.Issuer, jwks, strconv.FormatBool(j.Spec.Required), age(j.Metadata.CreationTimestamp)}
+		}
 	}
 	return []string{"NAME"}, func(o config.Object) []string { return []string{o.GetMetadata().Name} }
+}
+
+// labelString prints labels as "{k=v,k2=v2}" in key order.
+func labelString(m map[string]string) string {
+	keys := slices.Sorted(maps.Keys(m))
+	for i, k := range keys {
+		keys[i] = k + "=" + m[k]
+	}
+	return "{" + strings.Join(keys, ",") + "}"
 }
 
 func join(s []string) string {
@@ -454,6 +526,7 @@ printed, so it can be piped into a file for bulwark proxy --token-file.`,
 	create.Flags().StringVar(&req.Service, "service", "", "service the token is for, namespace/name (required)")
 	create.Flags().StringVar(&req.Identity, "identity", "", "identity (service account) name (default: the service name)")
 	create.Flags().DurationVar(&ttl, "ttl", 10*time.Minute, "how long the token is valid")
+	create.Flags().StringToStringVar(&req.Labels, "label", nil, "label bound to the workload instance, key=value (repeatable); policy selectors match it")
 	token.AddCommand(create)
 	return token
 }

@@ -34,9 +34,13 @@ type kindSpec struct {
 func knownKinds() []kindSpec {
 	return []kindSpec{
 		{name: KindAuthorizationPolicy, new: func() Object { return new(AuthorizationPolicy) }},
+		{name: KindJWTProvider, new: func() Object { return new(JWTProvider) }},
 		{name: KindMesh, new: func() Object { return new(Mesh) }},
+		{name: KindRole, new: func() Object { return new(Role) }},
+		{name: KindRoleBinding, new: func() Object { return new(RoleBinding) }},
 		{name: KindProxy, readOnly: true, new: func() Object { return new(Proxy) }},
 		{name: KindService, readOnly: true, new: func() Object { return new(Service) }},
+		{name: KindDenial, readOnly: true, new: func() Object { return new(Denial) }},
 	}
 }
 

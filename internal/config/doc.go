@@ -1,5 +1,6 @@
 // Package config owns the user's language: the resource types
-// (AuthorizationPolicy, Mesh, and the read-only Proxy and Service views),
+// (AuthorizationPolicy, JWTProvider, Role, RoleBinding, Mesh, and the
+// read-only Proxy, Service and Denial views),
 // their strict decoding from YAML or JSON, and their validation.
 //
 // Documents are decoded strictly: YAML is converted to JSON and decoded with

@@ -8,10 +8,18 @@ func ResourceKind(name string) (kind string, ok bool) {
 	switch strings.ToLower(name) {
 	case "policies", "policy", "authorizationpolicies", "authorizationpolicy", "ap":
 		return KindAuthorizationPolicy, true
+	case "jwtproviders", "jwtprovider", "jwt":
+		return KindJWTProvider, true
 	case "proxies", "proxy", "px":
 		return KindProxy, true
 	case "services", "service", "svc":
 		return KindService, true
+	case "denials", "denial":
+		return KindDenial, true
+	case "roles", "role":
+		return KindRole, true
+	case "rolebindings", "rolebinding":
+		return KindRoleBinding, true
 	}
 	return "", false
 }
@@ -25,6 +33,8 @@ func ResourcePlural(kind string) string {
 		return "proxies"
 	case KindService:
 		return "services"
+	case KindDenial:
+		return "denials"
 	}
 	return strings.ToLower(kind) + "s"
 }

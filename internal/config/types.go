@@ -54,6 +54,12 @@ func Ref(o Object) string {
 	return m.Namespace + "/" + m.Name
 }
 
+// RootNamespace is the mesh's root namespace: an AuthorizationPolicy or a
+// JWTProvider in it applies to every namespace (mesh-wide), and a Role or a
+// RoleBinding in it grants rights in every namespace. Writing in it needs
+// mesh-wide rights.
+const RootNamespace = "bulwark-system"
+
 // Action is what an AuthorizationPolicy does when one of its rules matches.
 type Action string
 
@@ -61,12 +67,15 @@ type Action string
 const (
 	ActionAllow Action = "ALLOW"
 	ActionDeny  Action = "DENY"
+	// ActionAudit marks matching requests in the access log (audit=true)
+	// and changes no decision.
+	ActionAudit Action = "AUDIT"
 )
 
 // AuthorizationPolicy says who may call what. See docs/policy.md for the
-// semantics; in short: a workload that no ALLOW policy selects denies every
-// request (fails closed); any matching DENY rule denies; otherwise any
-// matching ALLOW rule allows; otherwise the request is denied.
+// semantics; in short: a workload that no enforced ALLOW policy selects
+// denies every request (fails closed); any matching DENY rule denies;
+// otherwise any matching ALLOW rule allows; otherwise the request is denied.
 type AuthorizationPolicy struct {
 	TypeMeta `json:",inline"`
 	Metadata ObjectMeta              `json:"metadata"`
@@ -75,55 +84,98 @@ type AuthorizationPolicy struct {
 
 // AuthorizationPolicySpec is the body of an AuthorizationPolicy.
 type AuthorizationPolicySpec struct {
-	// Selector picks the services of the policy's namespace it applies to.
-	// Empty: every service of the namespace.
+	// Selector picks the workloads the policy applies to: in the policy's
+	// namespace, or in every namespace for a policy in RootNamespace.
+	// Empty: every workload of the namespace (of the mesh, in
+	// RootNamespace).
 	Selector PolicySelector `json:"selector,omitzero"`
-	// Action is ALLOW or DENY. Default: ALLOW.
+	// Action is ALLOW, DENY or AUDIT. Default: ALLOW.
 	Action Action `json:"action,omitempty"`
+	// DryRun: the policy is evaluated and what it would have changed is
+	// logged, but it is not enforced.
+	DryRun bool `json:"dryRun,omitzero"`
 	// Rules: the policy matches a request when any rule matches. At least
 	// one rule is required.
 	Rules []Rule `json:"rules"`
 }
 
-// PolicySelector picks the services a policy applies to.
+// PolicySelector picks the workloads a policy applies to; both fields must
+// match when both are given.
 type PolicySelector struct {
-	// Service is the name of one service in the policy's namespace.
-	// Empty: every service of the namespace.
+	// Service is the name of one service in the policy's namespace. Not
+	// allowed in RootNamespace. Empty: every service.
 	Service string `json:"service,omitempty"`
+	// Labels the workload instance must carry (all of them). A workload's
+	// labels are bound to its join token (`bulwark token create --label`),
+	// so a workload cannot choose them.
+	Labels map[string]string `json:"labels,omitempty"`
 }
 
-// Rule matches a request when its From and its To both match. A field that
-// is absent matches everything.
+// Rule matches a request when its From, its To and every When condition
+// match. A field that is absent matches everything.
 type Rule struct {
 	// From: who is calling. Absent: any authenticated caller of the mesh.
 	From *Source `json:"from,omitempty"`
 	// To: what is called. Absent: any operation.
 	To *Operation `json:"to,omitempty"`
+	// When are CEL expressions over the request model of docs/policy.md;
+	// each must evaluate to true. An expression that fails at run time
+	// counts as not matching for ALLOW and as matching for DENY (fails
+	// closed).
+	When []string `json:"when,omitempty"`
 }
 
-// Source matches the caller. Within a list any entry may match; when both
-// lists are given, both must match (as in Istio).
+// Source matches the caller. Every field given must match: a list matches
+// when any of its entries does, a not-list when none of its entries does.
 type Source struct {
 	// Services the caller serves, "namespace/name"; either part may be a
 	// glob where '*' matches any run of characters, and "*" alone matches
 	// every service.
-	Services []string `json:"services,omitempty"`
+	Services    []string `json:"services,omitempty"`
+	NotServices []string `json:"notServices,omitempty"`
 	// Identities are SPIFFE IDs of callers, such as
 	// "spiffe://bulwark.local/ns/default/sa/web"; '*' matches any run of
 	// characters within one path segment, and "*" alone matches every
 	// identity.
-	Identities []string `json:"identities,omitempty"`
+	Identities    []string `json:"identities,omitempty"`
+	NotIdentities []string `json:"notIdentities,omitempty"`
+	// Namespaces of the caller's identity; '*' matches any run of
+	// characters.
+	Namespaces    []string `json:"namespaces,omitempty"`
+	NotNamespaces []string `json:"notNamespaces,omitempty"`
+	// RequestPrincipals are "<iss>/<sub>" of the request's validated JWT
+	// (see JWTProvider); '*' matches any run of characters, and "*" alone
+	// matches any request with a valid token.
+	RequestPrincipals    []string `json:"requestPrincipals,omitempty"`
+	NotRequestPrincipals []string `json:"notRequestPrincipals,omitempty"`
+	// IPBlocks are addresses or CIDR ranges of the connection's peer.
+	IPBlocks    []string `json:"ipBlocks,omitempty"`
+	NotIPBlocks []string `json:"notIpBlocks,omitempty"`
 }
 
-// Operation matches what is called. Within a list any entry may match; when
-// both lists are given, both must match.
+// Operation matches what is called. Every field given must match: a list
+// matches when any of its entries does, a not-list when none of its entries
+// does.
 type Operation struct {
 	// Methods are HTTP methods in upper case, or "*" for any.
-	Methods []string `json:"methods,omitempty"`
+	Methods    []string `json:"methods,omitempty"`
+	NotMethods []string `json:"notMethods,omitempty"`
+	// Hosts are matched against the request's host without the port, in
+	// lower case: "api.default", "*.example.com" (a suffix), "api.*" (a
+	// prefix), or "*".
+	Hosts    []string `json:"hosts,omitempty"`
+	NotHosts []string `json:"notHosts,omitempty"`
+	// Ports are the destination port the caller addressed (from the host,
+	// 80 when absent).
+	Ports    []int `json:"ports,omitempty"`
+	NotPorts []int `json:"notPorts,omitempty"`
 	// Paths are matched against the normalized request path: "/exact",
-	// "/prefix/*" (the prefix itself and everything below it), or "*" for
-	// any. Each must itself be a normalized path.
-	Paths []string `json:"paths,omitempty"`
+	// "/prefix/*" (the prefix itself and everything below it), a glob
+	// where '*' matches one whole segment or a run of characters within
+	// one ("/users/*/profile", "/files/*.png"), or "*" for any. Each must
+	// itself be a normalized path.
+	Paths    []string `json:"paths,omitempty"`
+	NotPaths []string `json:"notPaths,omitempty"`
 }
 
 // GetTypeMeta implements Object.
@@ -133,7 +185,8 @@ func (p *AuthorizationPolicy) GetTypeMeta() *TypeMeta { return &p.TypeMeta }
 func (p *AuthorizationPolicy) GetMetadata() *ObjectMeta { return &p.Metadata }
 
 // SelectedService returns the service the policy selects in its namespace,
-// or the zero ServiceRef with ok=false when it selects the whole namespace.
+// or the zero ServiceRef with ok=false when it selects the whole namespace
+// (or, in RootNamespace, the whole mesh).
 func (p *AuthorizationPolicy) SelectedService() (ref identity.ServiceRef, ok bool) {
 	if p.Spec.Selector.Service == "" {
 		return identity.ServiceRef{}, false
@@ -141,12 +194,28 @@ func (p *AuthorizationPolicy) SelectedService() (ref identity.ServiceRef, ok boo
 	return identity.ServiceRef{Namespace: p.Metadata.Namespace, Name: p.Spec.Selector.Service}, true
 }
 
-// Selects reports whether the policy applies to svc.
-func (p *AuthorizationPolicy) Selects(svc identity.ServiceRef) bool {
-	if p.Metadata.Namespace != svc.Namespace {
+// Selects reports whether the policy applies to the workload of svc whose
+// instance carries labels: the policy is in svc's namespace or in
+// RootNamespace, its selector's service is empty or svc's name, and every
+// selector label is among labels.
+func (p *AuthorizationPolicy) Selects(svc identity.ServiceRef, labels map[string]string) bool {
+	return selects(p.Metadata.Namespace, p.Spec.Selector, svc, labels)
+}
+
+// selects is Selects for any namespaced resource with a PolicySelector.
+func selects(ns string, sel PolicySelector, svc identity.ServiceRef, labels map[string]string) bool {
+	if ns != svc.Namespace && ns != RootNamespace {
 		return false
 	}
-	return p.Spec.Selector.Service == "" || p.Spec.Selector.Service == svc.Name
+	if sel.Service != "" && (ns == RootNamespace || sel.Service != svc.Name) {
+		return false
+	}
+	for k, v := range sel.Labels {
+		if got, ok := labels[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
 }
 
 // Mesh describes a whole mesh for `bulwark up`: the services to run on this

@@ -205,8 +205,17 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	// The metrics of every part, served with --metrics only.
+	metricsReg := telemetry.NewRegistry()
+	// The keys of JWT providers with a jwksURI, fetched here and pushed to
+	// proxies (which never fetch them).
+	jwks, err := newJWKSKeeper(st, metricsReg, cfg.Clock, logger)
+	if err != nil {
+		return err
+	}
 	builder := &stateBuilder{
 		store: st, resources: resources, registry: reg, ca: workloadCA, jwt: jwtAuthority, hub: hub, td: td, logger: logger,
+		jwks: jwks,
 		onBundle: func(version int64, roots []*x509.Certificate) {
 			if err := writeBundle(bundlePath, roots); err != nil {
 				logger.Error("write trust bundle", telemetry.KeyErr, err)
@@ -264,15 +273,21 @@ func Run(ctx context.Context, cfg Config) error {
 		// disconnect) lands before the store closes.
 		grpc.WaitForHandlers(true),
 	)
+	// Denials reported by proxies, in memory only (docs/metrics.md).
+	denials := newDenialLog(defaultMaxDenials)
 	apiv1.RegisterControlServer(grpcSrv, &controlService{
 		td: td, ca: workloadCA, jwt: jwtAuthority, attestor: tokens, registry: reg, hub: hub, clock: cfg.Clock, logger: logger,
-		acked: rotator.Nudge,
+		acked: rotator.Nudge, denials: denials,
 	})
 
 	adminHandler, err := admin.New(admin.Config{
 		Resources: resources, Registry: reg, Tokens: tokens, TrustDomain: td.Name(),
 		Pin: pin, Logger: logger,
 		CA: caAdmin{td: td.Name(), ca: workloadCA, rot: rotator, jwt: jwtAuthority},
+		// RBAC: Roles and RoleBindings are checked against the store on
+		// every request; operators are signed by the operator CA.
+		Store: st, Operators: operatorCA,
+		Denials: denials.source(cfg.Clock),
 	})
 	if err != nil {
 		return err
@@ -297,6 +312,7 @@ func Run(ctx context.Context, cfg Config) error {
 
 	tasks := []run.Task{
 		builder.Run,
+		jwks.Run,
 		rotator.Run,
 		janitor(tokens, reg, cfg.Clock, logger),
 		serveGRPC(grpcSrv, grpcLn),
@@ -316,7 +332,7 @@ func Run(ctx context.Context, cfg Config) error {
 		},
 	}
 	if cfg.MetricsListen != "" {
-		reg := telemetry.NewRegistry()
+		reg := metricsReg
 		reg.MustRegister(newCACollector(workloadCA, cfg.Clock))
 		metricsLn, err := net.Listen("tcp", cfg.MetricsListen)
 		if err != nil {

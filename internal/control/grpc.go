@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"slices"
 	"strconv"
@@ -58,6 +59,8 @@ type controlService struct {
 	hub      *push.Hub
 	clock    clock.Clock
 	logger   *slog.Logger
+	// denials keeps what proxies report (Report); nil drops reports.
+	denials *denialLog
 }
 
 // Attest redeems a join token for a first SVID. The CSR is checked before
@@ -96,6 +99,19 @@ func (s *controlService) Attest(ctx context.Context, req *apiv1.AttestRequest) (
 		return nil, s.internal("attest", err)
 	}
 	instance := registry.NewInstanceName(res.Service)
+	if len(res.Labels) > 0 {
+		// The labels of the token are bound to the instance now: the proxy
+		// subscribes under this name and cannot choose its labels.
+		err := s.registry.UpdateProxy(ctx, res.Service.Namespace, instance, func(p *registry.Proxy) {
+			p.Service = res.Service.Name
+			p.Identity = id.String()
+			p.Labels = maps.Clone(res.Labels)
+			p.AttestedAt = s.clock.Now()
+		})
+		if err != nil {
+			return nil, s.internal("attest", err)
+		}
+	}
 	s.logger.Info("workload attested", telemetry.KeyIdentity, id.String(), telemetry.KeyService, res.Service.String(),
 		telemetry.KeyInstance, instance, telemetry.KeyExpiry, chain[0].NotAfter, telemetry.KeySerial, chain[0].SerialNumber.Text(16))
 	return &apiv1.AttestResponse{
@@ -139,6 +155,34 @@ func (s *controlService) SignJWTSVID(ctx context.Context, req *apiv1.SignJWTSVID
 		return nil, s.internal("sign jwt-svid", err)
 	}
 	return &apiv1.SignJWTSVIDResponse{Token: token}, nil
+}
+
+// Report records the denials a proxy observed. The reporter is the
+// caller's SVID, never anything in the message: an outbound denial must
+// name the reporter as its source, an inbound one a service the reporter
+// serves. A report that breaks a bound or names anyone else is refused
+// whole (InvalidArgument).
+func (s *controlService) Report(ctx context.Context, req *apiv1.ReportRequest) (*apiv1.ReportResponse, error) {
+	id, _, err := s.callerWorkload(ctx)
+	if err != nil {
+		return nil, err
+	}
+	w, _ := identity.ParseWorkloadID(id) // checked by callerWorkload
+	err = checkReport(ctx, req, id, s.clock.Now(), func(ctx context.Context, svc identity.ServiceRef) (bool, error) {
+		return s.registry.Serves(ctx, w, svc)
+	})
+	var rerr errReportServes
+	if errors.As(err, &rerr) {
+		return nil, s.internal("report", err)
+	}
+	if err != nil {
+		s.logger.Warn("denial report refused", telemetry.KeyIdentity, id.String(), telemetry.KeyErr, err)
+		return nil, status.Errorf(codes.InvalidArgument, "report: %v", err)
+	}
+	if s.denials != nil {
+		s.denials.add(id.String(), req.GetDenials())
+	}
+	return &apiv1.ReportResponse{}, nil
 }
 
 // callerWorkload returns the caller's workload identity and SVID, and
@@ -227,13 +271,23 @@ func (s *controlService) Subscribe(stream apiv1.Control_SubscribeServer) error {
 
 	now := s.clock.Now()
 	session := rand.Text() // this stream's claim on the record
-	var taken bool
+	var (
+		taken  bool
+		labels map[string]string
+	)
 	err = s.registry.UpdateProxy(ctx, svc.Namespace, node.GetInstance(), func(p *registry.Proxy) {
 		if p.Identity != "" && p.Identity != id.String() {
 			taken = true
 			return
 		}
+		if p.Service != "" && p.Service != svc.Name {
+			// An instance bound to another service of the same identity
+			// (with that service's labels) is not this one.
+			taken = true
+			return
+		}
 		taken = false
+		labels = maps.Clone(p.Labels)
 		p.Service = svc.Name
 		p.Identity = id.String()
 		p.Address = node.GetAddress()
@@ -296,7 +350,7 @@ func (s *controlService) Subscribe(stream apiv1.Control_SubscribeServer) error {
 	// The hub passes on only the answer to the version last sent, once, so
 	// a flood of ACKs is not a flood of store writes.
 	serial := leaf.SerialNumber.Text(16)
-	err = s.hub.Serve(sctx, stream, push.Node{ID: id.String(), Service: svc}, push.Callbacks{
+	err = s.hub.Serve(sctx, stream, push.Node{ID: id.String(), Service: svc, Labels: labels}, push.Callbacks{
 		Sent: func(snap *apiv1.Snapshot) {
 			if slices.Contains(snap.GetRevokedSerials(), serial) {
 				cancel(errRevoked)

@@ -35,6 +35,9 @@ type stateBuilder struct {
 	ca        *ca.CA
 	jwt       *ca.JWTAuthority
 	hub       *push.Hub
+	// jwks, if set, is told the JWT providers at each build and fetches
+	// their keys; without it only stored and inline keys are pushed.
+	jwks *jwksKeeper
 	// onBundle is called when the trust bundle's version changes (and at
 	// the first build). May be nil.
 	onBundle func(version int64, roots []*x509.Certificate)
@@ -47,7 +50,8 @@ type stateBuilder struct {
 
 // relevant reports whether a change to key can change a snapshot.
 func relevant(key string) bool {
-	return strings.HasPrefix(key, resource.Prefix) || strings.HasPrefix(key, registry.Prefix) || strings.HasPrefix(key, "/ca/")
+	return strings.HasPrefix(key, resource.Prefix) || strings.HasPrefix(key, registry.Prefix) || strings.HasPrefix(key, "/ca/") ||
+		strings.HasPrefix(key, jwksPrefix)
 }
 
 // Run rebuilds the State until ctx is done.
@@ -147,17 +151,22 @@ func (b *stateBuilder) read(ctx context.Context) (st *push.State, watchFrom int6
 	if err != nil {
 		return nil, 0, err
 	}
+	jwtProviders, rev3, rev4, err := b.readJWTProviders(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
 	// One consistent view of the CA: the bundle version must be that of
 	// these roots, or rotation could activate too early.
 	rot := b.ca.Rotation()
 	st = &push.State{
-		Revision:         max(rev1, rev2),
+		Revision:         max(rev1, rev2, rev4),
 		Identities:       make(map[string][]string, len(ids)),
 		Endpoints:        map[string][]push.Endpoint{},
 		BundleVersion:    rot.BundleVersion,
 		SigningAuthority: rot.Intermediate.SubjectKeyId,
 		Revoked:          revoked,
 		JWTBundle:        b.jwt.JWKS(),
+		JWTProviders:     jwtProviders,
 	}
 	roots := rot.Roots
 	for _, c := range roots {
@@ -203,11 +212,11 @@ func (b *stateBuilder) read(ctx context.Context) (st *push.State, watchFrom int6
 			st.Services = append(st.Services, name)
 		}
 		if p.Live {
-			st.Endpoints[name] = append(st.Endpoints[name], push.Endpoint{Address: p.Address, SPIFFEID: p.Identity, Instance: p.Instance})
+			st.Endpoints[name] = append(st.Endpoints[name], push.Endpoint{Address: p.Address, SPIFFEID: p.Identity, Instance: p.Instance, Labels: p.Labels})
 		}
 	}
 	st.Seal()
-	return st, min(rev1, rev2), nil
+	return st, min(rev1, rev2, rev3), nil
 }
 
 // inputsHash fingerprints everything a snapshot is compiled from, so that
@@ -227,6 +236,9 @@ func inputsHash(st *push.State) [32]byte {
 	for _, p := range st.Policies {
 		h.Write(p.JSON)
 		h.Write([]byte{0})
+	}
+	for _, p := range st.JWTProviders {
+		fmt.Fprintf(h, "jwt %d:%s%d:%s;", len(p.JSON), p.JSON, len(p.JWKS), p.JWKS)
 	}
 	ids := make([]string, 0, len(st.Identities))
 	for id := range st.Identities {

@@ -107,7 +107,7 @@ func TestAttackNonWorkloadPeersHolds(t *testing.T) {
 	serverCfg := mtls.ServerConfig(newSVID(t, c, serverID), bundle, td)
 
 	controlCert, _ := servingCert(t, c, mustID(t, "spiffe://bulwark.test/bulwark/control"))
-	cfg := &tls.Config{Certificates: []tls.Certificate{controlCert}, InsecureSkipVerify: true, MinVersion: tls.VersionTLS13} //nolint:gosec // inspecting the server
+	cfg := &tls.Config{Certificates: []tls.Certificate{controlCert}, InsecureSkipVerify: true, MinVersion: tls.VersionTLS13, NextProtos: []string{mtls.ProtoH2}} //nolint:gosec // inspecting the server
 	exchange(t, serverCfg, cfg).check(t, false)
 
 	other := newWorkloadCA(t, otherTD)

@@ -13,6 +13,10 @@
 //     authenticate as an operator.
 //   - Between sidecars, a peer whose certificate is revoked (Mesh.Revoked)
 //     fails the handshake, full or resumed, in both directions.
+//   - The inbound listener speaks HTTP/2 only (ALPN h2): a client that
+//     offers only http/1.1, or no ALPN, fails the handshake, so HTTP/1.1
+//     framing ambiguities (request smuggling) never reach it. Sidecars
+//     always talk to each other over HTTP/2.
 //
 // SVIDs and bundles are read through go-spiffe sources on every handshake,
 // so a rotated SVID or bundle is used by the next connection at once: a peer
@@ -43,7 +47,8 @@ import (
 	"github.com/bulwarkmesh/bulwark/internal/identity"
 )
 
-// ALPN protocols spoken between sidecars.
+// ALPN protocols. Sidecars speak only ProtoH2 to each other; ProtoHTTP1 is
+// also offered by the admin API.
 const (
 	ProtoH2    = "h2"
 	ProtoHTTP1 = "http/1.1"
@@ -83,16 +88,29 @@ type Mesh struct {
 	Revoked Revoked
 }
 
-// ServerConfig is the inbound listener's config: TLS 1.3, the proxy's SVID,
-// and a required client SVID of a workload of m.TrustDomain that chains to
-// m.Bundle and is not revoked. Authorization of the request happens later,
-// at L7.
+// ServerConfig is the inbound listener's config: TLS 1.3, HTTP/2 only
+// (ALPN h2), the proxy's SVID, and a required client SVID of a workload of
+// m.TrustDomain that chains to m.Bundle and is not revoked. Authorization of
+// the request happens later, at L7.
+//
+// A client that does not negotiate h2 (it offers only http/1.1, or no ALPN)
+// fails the handshake: crypto/tls would complete it without a protocol, and
+// net/http would then serve HTTP/1.1, whose framing it resolves leniently
+// (duplicate Content-Length, Transfer-Encoding with Content-Length) where
+// it should refuse. With TLS 1.3 such a client learns of it on its first
+// read.
 func (m Mesh) ServerConfig() *tls.Config {
 	authorize := AuthorizeWorkload(m.TrustDomain)
 	cfg := tlsconfig.MTLSServerConfig(m.SVID, m.Bundle, authorize)
 	cfg.MinVersion = tls.VersionTLS13
-	cfg.NextProtos = []string{ProtoH2, ProtoHTTP1}
-	cfg.VerifyConnection = verifyConnection(m.Bundle, authorize, true, m.Revoked)
+	cfg.NextProtos = []string{ProtoH2}
+	verify := verifyConnection(m.Bundle, authorize, true, m.Revoked)
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		if cs.NegotiatedProtocol != ProtoH2 {
+			return errors.New("inbound speaks HTTP/2 only (ALPN h2)")
+		}
+		return verify(cs)
+	}
 	return cfg
 }
 

@@ -40,7 +40,15 @@ func TestServerConfig(t *testing.T) {
 	m := newMeshCAs(t)
 	server := newSVID(t, m.main, workloadID(t, td, "default", "api"))
 	serverCfg := mtls.ServerConfig(server, m.bundles, td)
-	withSVID := func(s svid) *tls.Config { return tlsconfig.MTLSClientConfig(s, m.bundles, tlsconfig.AuthorizeAny()) }
+	// Every client offers h2, so that only its certificate or version can
+	// fail the handshake (TestServerConfigALPN covers the protocol).
+	h2 := func(c *tls.Config) *tls.Config {
+		c.NextProtos = []string{mtls.ProtoH2}
+		return c
+	}
+	withSVID := func(s svid) *tls.Config {
+		return h2(tlsconfig.MTLSClientConfig(s, m.bundles, tlsconfig.AuthorizeAny()))
+	}
 
 	tests := []struct {
 		name   string
@@ -48,7 +56,7 @@ func TestServerConfig(t *testing.T) {
 		wantOK bool
 	}{
 		{name: "workload_svid", client: withSVID(newSVID(t, m.main, workloadID(t, td, "shop", "web"))), wantOK: true},
-		{name: "no_client_certificate", client: tlsconfig.TLSClientConfig(m.bundles, tlsconfig.AuthorizeAny())},
+		{name: "no_client_certificate", client: h2(tlsconfig.TLSClientConfig(m.bundles, tlsconfig.AuthorizeAny()))},
 		{name: "svid_from_another_ca", client: withSVID(newSVID(t, m.impostor, workloadID(t, td, "shop", "web")))},
 		{name: "control_plane_id", client: withSVID(newSVID(t, m.main, identity.ControlPlaneID(td)))},
 		{name: "namespace_without_account", client: withSVID(newSVID(t, m.main, mustID(t, "spiffe://bulwark.test/ns/shop")))},
@@ -71,6 +79,9 @@ func TestServerConfig(t *testing.T) {
 	}
 }
 
+// TestServerConfigALPN: the inbound speaks HTTP/2 only. A client that does
+// not negotiate h2 (it offers only http/1.1, or no ALPN, which crypto/tls
+// would accept without a protocol) fails the handshake.
 func TestServerConfigALPN(t *testing.T) {
 	m := newMeshCAs(t)
 	serverCfg := mtls.ServerConfig(newSVID(t, m.main, workloadID(t, td, "default", "api")), m.bundles, td)
@@ -78,20 +89,27 @@ func TestServerConfigALPN(t *testing.T) {
 	tests := []struct {
 		name   string
 		offers []string
-		want   string
+		wantOK bool
 	}{
-		{name: "h2", offers: []string{mtls.ProtoH2}, want: mtls.ProtoH2},
-		{name: "http1", offers: []string{mtls.ProtoHTTP1}, want: mtls.ProtoHTTP1},
-		{name: "h2_preferred", offers: []string{mtls.ProtoHTTP1, mtls.ProtoH2}, want: mtls.ProtoH2},
+		{name: "h2", offers: []string{mtls.ProtoH2}, wantOK: true},
+		{name: "h2_among_others", offers: []string{mtls.ProtoHTTP1, mtls.ProtoH2}, wantOK: true},
+		{name: "http1", offers: []string{mtls.ProtoHTTP1}},
+		{name: "no_alpn"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := tlsconfig.MTLSClientConfig(client, m.bundles, tlsconfig.AuthorizeAny())
 			cfg.NextProtos = tt.offers
 			res := exchange(t, serverCfg, cfg)
-			res.check(t, true)
-			if got := res.state.NegotiatedProtocol; got != tt.want {
-				t.Errorf("negotiated protocol: got %q, want %q", got, tt.want)
+			res.check(t, tt.wantOK)
+			if !tt.wantOK {
+				if res.server == nil || !strings.Contains(res.server.Error(), "HTTP/2 only") {
+					t.Errorf("server error: got %v, want the HTTP/2-only refusal", res.server)
+				}
+				return
+			}
+			if got := res.state.NegotiatedProtocol; got != mtls.ProtoH2 {
+				t.Errorf("negotiated protocol: got %q, want %q", got, mtls.ProtoH2)
 			}
 		})
 	}

@@ -22,7 +22,11 @@ func ExampleIndex_Decide() {
 			}},
 		},
 	}}
-	ix := policy.Compile(api, policies)
+	ix, err := policy.Compile(policy.Workload{Service: api}, policies)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
 
 	web := policy.Source{ID: "spiffe://bulwark.local/ns/default/sa/web", Services: []string{"default/web"}}
 	for _, raw := range []string{"/v1/users", "/v1/../admin", "/v1%2f..%2fadmin"} {
@@ -40,8 +44,12 @@ func ExampleIndex_Decide() {
 	}
 
 	// A service no ALLOW policy selects denies everything.
-	d := policy.Compile(identity.ServiceRef{Namespace: "default", Name: "db"}, policies).
-		Decide(&policy.Request{Source: web, Method: "GET", Path: "/"})
+	db, err := policy.Compile(policy.Workload{Service: identity.ServiceRef{Namespace: "default", Name: "db"}}, policies)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	d := db.Decide(&policy.Request{Source: web, Method: "GET", Path: "/"})
 	fmt.Printf("db: allow=%v (%s)\n", d.Allow, d.Reason)
 	// Output:
 	// /v1/users: allow=true (allowed) by default/web-reads-api
@@ -73,4 +81,59 @@ func ExampleForCaller() {
 	// Output:
 	// callable: true
 	// default/api-callers from: <nil> methods: [GET]
+}
+
+func ExampleIndex_Explain() {
+	api := identity.ServiceRef{Namespace: "default", Name: "api"}
+	policies := []*config.AuthorizationPolicy{{
+		Metadata: config.ObjectMeta{Namespace: "default", Name: "web-reads-api"},
+		Spec: config.AuthorizationPolicySpec{
+			Selector: config.PolicySelector{Service: "api"},
+			Action:   config.ActionAllow,
+			Rules: []config.Rule{{
+				From: &config.Source{Services: []string{"default/web"}},
+				To:   &config.Operation{Methods: []string{"GET", "POST"}, Paths: []string{"/v1/*"}},
+			}},
+		},
+	}}
+	ix, err := policy.Compile(policy.Workload{Service: api}, policies)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	web := policy.Source{ID: "spiffe://bulwark.local/ns/default/sa/web", Services: []string{"default/web"}}
+	fmt.Print(ix.Explain(&policy.Request{Source: web, Method: "DELETE", Path: "/v1/users/7"}))
+	// Output:
+	// decision: deny (no ALLOW rule matched)
+	// ALLOW default/web-reads-api
+	//   rule 0: no match
+	//     - to.methods: "DELETE" not in [GET, POST]
+	// nearest ALLOW rule: default/web-reads-api rule 0; to allow the request:
+	//   - to.methods: "DELETE" not in [GET, POST]
+}
+
+func ExampleSet() {
+	newPolicy := func(ns, name, service string) *config.AuthorizationPolicy {
+		return &config.AuthorizationPolicy{
+			Metadata: config.ObjectMeta{Namespace: ns, Name: name},
+			Spec: config.AuthorizationPolicySpec{
+				Selector: config.PolicySelector{Service: service},
+				Rules:    []config.Rule{{}},
+			},
+		}
+	}
+	set := policy.NewSet([]*config.AuthorizationPolicy{
+		newPolicy("default", "api-callers", "api"),
+		newPolicy("default", "namespace-health", ""),
+		newPolicy(config.RootNamespace, "mesh-baseline", ""),
+		newPolicy("default", "web-callers", "web"),
+		newPolicy("other", "other-callers", "api"),
+	})
+	for _, p := range set.Selecting(policy.Workload{Service: identity.ServiceRef{Namespace: "default", Name: "api"}}) {
+		fmt.Println(config.Ref(p))
+	}
+	// Output:
+	// default/api-callers
+	// bulwark-system/mesh-baseline
+	// default/namespace-health
 }

@@ -61,7 +61,7 @@ spec:
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ix := policy.Compile(api, tt.policies)
+			ix := mustCompile(t, api, tt.policies)
 			got := ix.Decide(&policy.Request{Source: policy.Source{ID: "spiffe://td/ns/default/sa/web", Services: []string{"default/web"}}, Method: tt.method, Path: tt.path})
 			if got.Allow != tt.want {
 				t.Errorf("%s %s: got allow=%v (%s), want %v", tt.method, tt.path, got.Allow, got.Reason, tt.want)

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/bulwarkmesh/bulwark/internal/policy"
 	"github.com/bulwarkmesh/bulwark/internal/telemetry"
@@ -22,28 +23,107 @@ type logInfo struct {
 	// detail says why a request failed that no policy decided (bad
 	// request, no endpoints, upstream errors).
 	detail string
+	// policy is "ns/name" of the deciding policy and rule its rule; ""
+	// when no rule decided.
 	policy string
+	rule   int
+	// label is the reason label of the decision, labelNone when none was
+	// taken.
+	label reasonLabel
+	// denied is the status of a denial by the engine (401 or 403), 0 for
+	// anything else.
+	denied int
+	// audit is the AUDIT policy ("ns/name") that matched, if any; dryRun
+	// what a dry-run policy would have changed ("would deny by
+	// ns/name#ruleN"), if anything.
+	audit  string
+	dryRun string
 	start  time.Time
 }
 
-func (i *logInfo) setDecision(d policy.Decision) {
+func (i *logInfo) setDecision(d *policy.Decision) {
 	if d.Allow {
 		i.decision = telemetry.DecisionAllow
 	} else {
 		i.decision = telemetry.DecisionDeny
 	}
 	i.reason = d.Reason.String()
-	if d.Policy != "" {
-		i.policy = d.Policy
-		if d.Rule >= 0 {
-			i.policy += "#rule" + strconv.Itoa(d.Rule)
-		}
+	i.label = labelOf(d.Reason)
+	if d.ConditionError && !d.Allow {
+		i.label = labelConditionError
+		i.reason += " (a condition failed to evaluate)"
 	}
+	i.policy, i.rule = d.Policy, d.Rule
+	if d.Audit {
+		i.audit = d.AuditPolicy
+	}
+	if dr := &d.DryRun; dr.Differs {
+		would := "would deny by "
+		if dr.Allow {
+			would = "would allow by "
+		}
+		i.dryRun = would + policyRule(dr.Policy, dr.Rule)
+	}
+}
+
+// policyRule is "ns/name#ruleN", or "ns/name" for an unknown rule.
+func policyRule(policy string, rule int) string {
+	if rule < 0 {
+		return policy
+	}
+	return policy + "#rule" + strconv.Itoa(rule)
+}
+
+// finish accounts for a request once it is answered: the counters, the
+// denial (process log, OnDeny) and the access log line.
+func (e *Engine) finish(r *http.Request, rw *recorder, info *logInfo) {
+	status := rw.status()
+	e.metrics.count(info, status)
+	if info.denied != 0 {
+		e.denied(r, info)
+	}
+	e.logRequest(r, rw, info, status)
+}
+
+// maxDenialMethod and maxDenialReason bound what a Denial carries (the
+// control plane refuses longer ones).
+const (
+	maxDenialMethod = 32
+	maxDenialReason = 128
+)
+
+// denied logs a denial (rate-limited per edge) and passes it to OnDeny
+// when its caller and path are known (a peer without a valid SVID is
+// refused before the path is read).
+func (e *Engine) denied(r *http.Request, info *logInfo) {
+	d := Denial{
+		Direction: info.direction, Source: info.source, Destination: info.destination,
+		Method: cut(r.Method, maxDenialMethod), Path: cutPath(info.path), Policy: info.policy, Rule: info.rule,
+		Reason: cut(info.reason, maxDenialReason), Status: info.denied,
+	}
+	if d.Policy == "" {
+		d.Rule = -1
+	}
+	e.denies.log(&d)
+	if e.cfg.OnDeny != nil && d.Source != "" && d.Destination != "" && d.Path != "" {
+		e.cfg.OnDeny(d)
+	}
+}
+
+// cut returns s cut at n bytes, at a UTF-8 boundary.
+func cut(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 // logRequest writes the access log line. Denials are logged at Warn so they
 // stand out; the query string is never logged.
-func (e *Engine) logRequest(r *http.Request, rw *recorder, info *logInfo) {
+func (e *Engine) logRequest(r *http.Request, rw *recorder, info *logInfo, status int) {
 	level := slog.LevelInfo
 	if info.decision == telemetry.DecisionDeny {
 		level = slog.LevelWarn
@@ -57,7 +137,7 @@ func (e *Engine) logRequest(r *http.Request, rw *recorder, info *logInfo) {
 		slog.String(telemetry.KeyDestination, info.destination),
 		slog.String(telemetry.KeyMethod, r.Method),
 		slog.String(telemetry.KeyPath, info.path),
-		slog.Int(telemetry.KeyStatus, rw.status()),
+		slog.Int(telemetry.KeyStatus, status),
 		slog.Float64(telemetry.KeyDurationMS, float64(time.Since(info.start).Microseconds())/1000),
 	}
 	if info.decision != "" {
@@ -67,7 +147,13 @@ func (e *Engine) logRequest(r *http.Request, rw *recorder, info *logInfo) {
 		attrs = append(attrs, slog.String(telemetry.KeyReason, info.reason))
 	}
 	if info.policy != "" {
-		attrs = append(attrs, slog.String(telemetry.KeyPolicy, info.policy))
+		attrs = append(attrs, slog.String(telemetry.KeyPolicy, policyRule(info.policy, info.rule)))
+	}
+	if info.audit != "" {
+		attrs = append(attrs, slog.Bool(telemetry.KeyAudit, true), slog.String(telemetry.KeyAuditPolicy, info.audit))
+	}
+	if info.dryRun != "" {
+		attrs = append(attrs, slog.String(telemetry.KeyDryRun, info.dryRun))
 	}
 	if info.upstream != "" {
 		attrs = append(attrs, slog.String(telemetry.KeyUpstream, info.upstream))

@@ -5,7 +5,6 @@ package proxy_test
 // reproduce defects and fail until the defect is fixed.
 
 import (
-	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -15,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -22,8 +22,6 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
-	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 
 	apiv1 "github.com/bulwarkmesh/bulwark/api/v1alpha1"
 	"github.com/bulwarkmesh/bulwark/internal/mtls"
@@ -215,11 +213,11 @@ func TestAttackUnderscoreIdentityHeaders(t *testing.T) {
 	}
 }
 
-// mtlsClientHTTP1 is an HTTP/1.1 mTLS client config with src's SVID for a
-// peer that must present want.
-func mtlsClientHTTP1(src *source, want spiffeid.ID) *tls.Config {
+// mtlsClientALPN is an mTLS client config with src's SVID for a peer that
+// must present want, offering protos (none if empty) instead of h2.
+func mtlsClientALPN(src *source, want spiffeid.ID, protos ...string) *tls.Config {
 	cfg := mtls.ClientConfig(src, src, want)
-	cfg.NextProtos = []string{mtls.ProtoHTTP1}
+	cfg.NextProtos = protos
 	return cfg
 }
 
@@ -229,14 +227,20 @@ func tlsDial(addr string, cfg *tls.Config) (*tls.Conn, error) {
 }
 
 // TestAttackTrailerIdentityHeadersHolds: identity headers sent as request
-// trailers (HTTP/1.1 chunked, declared in Trailer) never reach the app.
+// trailers (a trailing HTTP/2 HEADERS frame, declared in trailer) never
+// reach the app.
 func TestAttackTrailerIdentityHeadersHolds(t *testing.T) {
 	a, api, apiAddr, app := attackCalleeMesh(t)
 	web := a.svid(t, workloadID(t, "shop", "web"))
-	// A GET with a chunked body: apiSnapshot's policy allows only GET.
-	got := mtlsRaw(t, apiAddr, web, api.id(),
-		"GET /public/x HTTP/1.1\r\nHost: api.default\r\nTransfer-Encoding: chunked\r\nTrailer: X-Forwarded-Client-Cert, X-Bulwark-Identity\r\nConnection: close\r\n\r\n"+
-			"3\r\nabc\r\n0\r\nX-Forwarded-Client-Cert: By=x;URI=spiffe://bulwark.test/ns/kube-system/sa/admin\r\nX-Bulwark-Identity: admin\r\n\r\n")
+	// A GET with a body: apiSnapshot's policy allows only GET.
+	got := mtlsH2(t, apiAddr, web, api.id(), rawH2{
+		fields: apiFields("GET", "/public/x", [2]string{"trailer", "X-Forwarded-Client-Cert, X-Bulwark-Identity"}),
+		body:   "abc",
+		trailer: [][2]string{
+			{"x-forwarded-client-cert", "By=x;URI=spiffe://bulwark.test/ns/kube-system/sa/admin"},
+			{"x-bulwark-identity", "admin"},
+		},
+	})
 	if got.status != http.StatusOK {
 		t.Fatalf("got %d %q, want 200", got.status, got.body)
 	}
@@ -255,8 +259,9 @@ func TestAttackTrailerIdentityHeadersHolds(t *testing.T) {
 }
 
 // TestAttackSmugglingHolds: HTTP/1.1 framing tricks on the inbound cannot
-// get a second, unauthorized request to the app: net/http parses strictly
-// and the engine re-serializes every request.
+// get a request to the app: the inbound speaks HTTP/2 only, so a client
+// that offers only http/1.1, or no ALPN, fails the handshake (seen on its
+// first read with TLS 1.3) and not one byte of what it sends is parsed.
 func TestAttackSmugglingHolds(t *testing.T) {
 	a, api, apiAddr, app := attackCalleeMesh(t)
 	web := a.svid(t, workloadID(t, "shop", "web"))
@@ -277,28 +282,32 @@ func TestAttackSmugglingHolds(t *testing.T) {
 		{name: "h2c_upgrade", raw: "GET /public/x HTTP/1.1\r\nHost: api.default\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\nConnection: close\r\n\r\n"},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			cfg := mtlsClientHTTP1(web, api.id())
-			conn, err := tlsDial(apiAddr, cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
-			_ = conn.SetDeadline(time.Now().Add(hangGuard))
-			if _, err := io.WriteString(conn, tt.raw); err != nil {
-				t.Fatal(err)
-			}
-			// Read everything the server answers until it closes.
-			_, _ = io.ReadAll(conn)
-			for _, r := range app.requests() {
-				if !strings.HasPrefix(r.uri, "/public/") {
-					t.Errorf("app received %s %s", r.method, r.uri)
+		for _, offer := range []struct {
+			name   string
+			protos []string
+		}{{"http1", []string{mtls.ProtoHTTP1}}, {"no_alpn", nil}} {
+			t.Run(tt.name+"/"+offer.name, func(t *testing.T) {
+				conn, err := tlsDial(apiAddr, mtlsClientALPN(web, api.id(), offer.protos...))
+				if err != nil {
+					return // refused in the handshake itself
 				}
-				if r.header.Get("Upgrade") != "" && r.header.Get("Http2-Settings") != "" {
-					t.Errorf("app received an h2c upgrade it could accept: %v", r.header)
+				defer conn.Close()
+				_ = conn.SetDeadline(time.Now().Add(hangGuard))
+				_, _ = io.WriteString(conn, tt.raw)
+				got, err := io.ReadAll(conn)
+				if err == nil || len(got) != 0 {
+					t.Errorf("first read: got %q, %v; want the handshake refused and nothing answered", got, err)
 				}
-			}
-		})
+			})
+		}
+	}
+	if reqs := app.requests(); len(reqs) != 0 {
+		t.Errorf("app received %d request(s), want none: %v", len(reqs), reqs)
+	}
+	// h2 on the same listener is served, so the refusals above are not an
+	// accident of the harness.
+	if got := h2Raw(t, apiAddr, web, api.id(), apiFields("GET", "/public/x")); got != "200" {
+		t.Errorf("h2 baseline request: got %s, want 200", got)
 	}
 }
 
@@ -346,71 +355,28 @@ spec:
 	api.apply(t, snap)
 	web := a.svid(t, workloadID(t, "shop", "web"))
 
-	if got := mtlsRaw(t, addr, web, api.id(), "GET /export HTTP/1.1\r\nHost: api.default\r\n\r\n"); got.status != http.StatusForbidden {
-		t.Fatalf("GET /export: got %d, want 403 (the DENY rule)", got.status)
+	if got := h2Raw(t, addr, web, api.id(), apiFields("GET", "/export")); got != "403" {
+		t.Fatalf("GET /export: got %s, want 403 (the DENY rule)", got)
 	}
 	for _, m := range []string{"get", "Get"} {
 		before := len(app.requests())
-		got := mtlsRaw(t, addr, web, api.id(), m+" /export HTTP/1.1\r\nHost: api.default\r\n\r\n")
-		if got.status == http.StatusOK || len(app.requests()) != before {
-			t.Errorf("%s /export: got %d and the app received it; want it refused (DENY GET /export)", m, got.status)
+		got := h2Raw(t, addr, web, api.id(), apiFields(m, "/export"))
+		if got == "200" || len(app.requests()) != before {
+			t.Errorf("%s /export: got %s and the app received it; want it refused (DENY GET /export)", m, got)
 		}
 	}
 }
 
 // h2Raw sends one HEADERS frame with fields (pseudo-headers included, in
 // order, unvalidated) on a new HTTP/2 mTLS connection and returns the
-// response's :status, or "RST"/"GOAWAY" when the server refused the stream.
+// response's :status, or how the server refused the stream (response.refused).
 func h2Raw(t *testing.T, addr string, src *source, want spiffeid.ID, fields [][2]string) string {
 	t.Helper()
-	conn, err := tlsDial(addr, mtls.ClientConfig(src, src, want))
-	if err != nil {
-		t.Fatal(err)
+	got := mtlsH2(t, addr, src, want, rawH2{fields: fields})
+	if got.refused != "" {
+		return got.refused
 	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(hangGuard))
-	if _, err := io.WriteString(conn, http2.ClientPreface); err != nil {
-		t.Fatal(err)
-	}
-	fr := http2.NewFramer(conn, conn)
-	if err := fr.WriteSettings(); err != nil {
-		t.Fatal(err)
-	}
-	var hb bytes.Buffer
-	enc := hpack.NewEncoder(&hb)
-	for _, f := range fields {
-		_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
-	}
-	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb.Bytes(), EndHeaders: true, EndStream: true}); err != nil {
-		t.Fatal(err)
-	}
-	dec := hpack.NewDecoder(4096, nil)
-	for {
-		f, err := fr.ReadFrame()
-		if err != nil {
-			return "closed: " + err.Error()
-		}
-		switch f := f.(type) {
-		case *http2.SettingsFrame:
-			if !f.IsAck() {
-				_ = fr.WriteSettingsAck()
-			}
-		case *http2.HeadersFrame:
-			hs, err := dec.DecodeFull(f.HeaderBlockFragment())
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, h := range hs {
-				if h.Name == ":status" {
-					return h.Value
-				}
-			}
-		case *http2.RSTStreamFrame:
-			return "RST"
-		case *http2.GoAwayFrame:
-			return "GOAWAY"
-		}
-	}
+	return strconv.Itoa(got.status)
 }
 
 // TestAttackH2RequestTricksHolds: HTTP/2 requests that are malformed, or
@@ -489,32 +455,53 @@ func TestAttackOutboundHostTricksHolds(t *testing.T) {
 
 // TestAttackOddlyCasedIdentityHeadersHolds: identity headers in any case
 // (HTTP/1.1 header names are case-insensitive), repeated, or nominated in
-// Connection are removed, and the app sees exactly one XFCC: the proxy's.
+// Connection are removed, and the callee's app sees exactly one XFCC: its
+// proxy's. Only the app-facing listener speaks HTTP/1.1, so that request is
+// sent there; over HTTP/2 on the inbound, names are lower case and
+// Connection is refused (TestAttackH2RequestTricksHolds), and repeated
+// identity fields are removed all the same.
 func TestAttackOddlyCasedIdentityHeadersHolds(t *testing.T) {
-	a, api, apiAddr, app := attackCalleeMesh(t)
-	web := a.svid(t, workloadID(t, "shop", "web"))
-	got := mtlsRaw(t, apiAddr, web, api.id(), "GET /public/x HTTP/1.1\r\nHost: api.default\r\n"+
-		"x-fOrWaRdEd-ClIeNt-CeRt: By=x;URI=spiffe://bulwark.test/ns/kube-system/sa/admin\r\n"+
-		"X-FORWARDED-CLIENT-CERT: By=y;URI=spiffe://bulwark.test/ns/kube-system/sa/admin\r\n"+
-		"X-BULWARK-IDENTITY: admin\r\nFORWARDED: for=10.0.0.1\r\nx-forwarded-for: 10.0.0.1\r\n"+
-		"Connection: keep-alive, X-Forwarded-Client-Cert, Host\r\n\r\n")
-	if got.status != http.StatusOK {
-		t.Fatalf("got %d %q, want 200", got.status, got.body)
+	m := newMesh(t)
+	tests := []struct {
+		name string
+		send func(t *testing.T) response
+	}{
+		{name: "outbound_http1", send: func(t *testing.T) response {
+			return plainRaw(t, m.outbound, "GET /public/x HTTP/1.1\r\nHost: api.default\r\n"+
+				"x-fOrWaRdEd-ClIeNt-CeRt: By=x;URI=spiffe://bulwark.test/ns/kube-system/sa/admin\r\n"+
+				"X-FORWARDED-CLIENT-CERT: By=y;URI=spiffe://bulwark.test/ns/kube-system/sa/admin\r\n"+
+				"X-BULWARK-IDENTITY: admin\r\nFORWARDED: for=10.0.0.1\r\nx-forwarded-for: 10.0.0.1\r\n"+
+				"Connection: keep-alive, X-Forwarded-Client-Cert, Host\r\n\r\n")
+		}},
+		{name: "inbound_h2", send: func(t *testing.T) response {
+			return mtlsH2(t, m.apiAddr, m.web.src, m.api.id(), rawH2{fields: apiFields("GET", "/public/x",
+				[2]string{"x-forwarded-client-cert", "By=x;URI=spiffe://bulwark.test/ns/kube-system/sa/admin"},
+				[2]string{"x-forwarded-client-cert", "By=y;URI=spiffe://bulwark.test/ns/kube-system/sa/admin"},
+				[2]string{"x-bulwark-identity", "admin"}, [2]string{"forwarded", "for=10.0.0.1"}, [2]string{"x-forwarded-for", "10.0.0.1"})})
+		}},
 	}
-	reqs := app.requests()
-	if len(reqs) != 1 {
-		t.Fatalf("app got %d requests, want 1", len(reqs))
-	}
-	for k, v := range reqs[0].header {
-		lk := strings.ToLower(k)
-		if lk == "x-forwarded-client-cert" {
-			if want := "By=spiffe://bulwark.test/ns/default/sa/api;URI=spiffe://bulwark.test/ns/shop/sa/web"; len(v) != 1 || v[0] != want {
-				t.Errorf("app X-Forwarded-Client-Cert: got %q, want only %q", v, want)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := len(m.apiApp.requests())
+			if got := tt.send(t); got.status != http.StatusOK {
+				t.Fatalf("got %d %q %s, want 200", got.status, got.body, got.refused)
 			}
-			continue
-		}
-		if strings.HasPrefix(lk, "x-forwarded-") || strings.HasPrefix(lk, "x-bulwark-") || lk == "forwarded" {
-			t.Errorf("app received %s: %q", k, v)
-		}
+			reqs := m.apiApp.requests()[before:]
+			if len(reqs) != 1 {
+				t.Fatalf("app got %d requests, want 1", len(reqs))
+			}
+			for k, v := range reqs[0].Header {
+				lk := strings.ToLower(k)
+				if lk == "x-forwarded-client-cert" {
+					if want := "By=spiffe://bulwark.test/ns/default/sa/api;URI=spiffe://bulwark.test/ns/shop/sa/web"; len(v) != 1 || v[0] != want {
+						t.Errorf("app X-Forwarded-Client-Cert: got %q, want only %q", v, want)
+					}
+					continue
+				}
+				if strings.HasPrefix(lk, "x-forwarded-") || strings.HasPrefix(lk, "x-bulwark-") || lk == "forwarded" {
+					t.Errorf("app received %s: %q", k, v)
+				}
+			}
+		})
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -27,6 +28,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 
 	apiv1 "github.com/bulwarkmesh/bulwark/api/v1alpha1"
 	"github.com/bulwarkmesh/bulwark/internal/ca"
@@ -495,6 +497,10 @@ type response struct {
 	status int
 	body   string
 	header http.Header
+	// refused is how the server refused an HTTP/2 request instead of
+	// answering it: "RST" (stream reset), "GOAWAY", or "closed: <err>" (the
+	// connection ended); "" when it answered.
+	refused string
 }
 
 // rawExchange writes req as is on conn and reads one response.
@@ -529,18 +535,112 @@ func plainRaw(t testing.TB, addr, req string) response {
 	return rawExchange(t, conn, req)
 }
 
-// mtlsRaw sends a raw HTTP/1.1 request over a new mTLS connection made with
-// src's SVID to a peer that must present want.
-func mtlsRaw(t testing.TB, addr string, src *source, want spiffeid.ID, req string) response {
+// rawH2 is one request as a raw HTTP/2 client sends it, unvalidated:
+// fields (pseudo-header fields included, in order) in one HEADERS frame,
+// then body in one DATA frame if not empty, then trailer in a last HEADERS
+// frame if not nil.
+type rawH2 struct {
+	fields  [][2]string
+	body    string
+	trailer [][2]string
+}
+
+// apiFields are the fields of an origin-form request to api: method and
+// path as given, scheme https, authority api.default, then extra.
+func apiFields(method, path string, extra ...[2]string) [][2]string {
+	return append([][2]string{{":method", method}, {":scheme", "https"}, {":authority", "api.default"}, {":path", path}}, extra...)
+}
+
+// mtlsH2 sends req as the only stream of a new HTTP/2 connection over mTLS
+// made with src's SVID to a peer that must present want (the inbound speaks
+// nothing else), and returns the response or how the server refused it.
+func mtlsH2(t testing.TB, addr string, src *source, want spiffeid.ID, req rawH2) response {
 	t.Helper()
-	cfg := mtls.ClientConfig(src, src, want)
-	cfg.NextProtos = []string{mtls.ProtoHTTP1}
-	conn, err := tls.Dial("tcp", addr, cfg)
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: hangGuard}, "tcp", addr, mtls.ClientConfig(src, src, want))
 	if err != nil {
 		t.Fatalf("mtls dial: %v", err)
 	}
 	defer conn.Close()
-	return rawExchange(t, conn, req)
+	if err := conn.SetDeadline(time.Now().Add(hangGuard)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(conn, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(conn, conn)
+	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	block := func(fields [][2]string) []byte {
+		hb.Reset()
+		for _, f := range fields {
+			_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+		}
+		return bytes.Clone(hb.Bytes())
+	}
+	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block(req.fields), EndHeaders: true,
+		EndStream: req.body == "" && req.trailer == nil}); err != nil {
+		t.Fatal(err)
+	}
+	if req.body != "" {
+		if err := fr.WriteData(1, req.trailer == nil, []byte(req.body)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if req.trailer != nil {
+		if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block(req.trailer), EndHeaders: true, EndStream: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	resp := response{header: http.Header{}}
+	var body strings.Builder
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			return response{refused: "closed: " + err.Error()}
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				_ = fr.WriteSettingsAck()
+			}
+		case *http2.MetaHeadersFrame:
+			if f.StreamID != 1 {
+				continue
+			}
+			if s := f.PseudoValue("status"); s != "" {
+				resp.status, err = strconv.Atoi(s)
+				if err != nil {
+					t.Fatalf(":status %q: %v", s, err)
+				}
+			}
+			for _, hf := range f.RegularFields() {
+				resp.header.Add(hf.Name, hf.Value)
+			}
+			if f.StreamEnded() {
+				resp.body = body.String()
+				return resp
+			}
+		case *http2.DataFrame:
+			if f.StreamID != 1 {
+				continue
+			}
+			body.Write(f.Data())
+			if f.StreamEnded() {
+				resp.body = body.String()
+				return resp
+			}
+		case *http2.RSTStreamFrame:
+			if f.StreamID == 1 {
+				return response{refused: "RST"}
+			}
+		case *http2.GoAwayFrame:
+			return response{refused: "GOAWAY"}
+		}
+	}
 }
 
 // h2Client returns an HTTP/2 client over mTLS with src's SVID, for a peer

@@ -23,7 +23,7 @@ func TestNotReadyBeforeFirstSnapshot(t *testing.T) {
 		send func(t *testing.T) response
 	}{
 		{name: "inbound", send: func(t *testing.T) response {
-			return mtlsRaw(t, apiAddr, web.src, api.id(), "GET /public/x HTTP/1.1\r\nHost: api.default\r\n\r\n")
+			return mtlsH2(t, apiAddr, web.src, api.id(), rawH2{fields: apiFields("GET", "/public/x")})
 		}},
 		{name: "outbound", send: func(t *testing.T) response { return get(t, outbound, "api.default", "/public/x") }},
 		{name: "upstream", send: func(t *testing.T) response { return get(t, upstream, "anything", "/public/x") }},
@@ -95,22 +95,32 @@ func TestInboundAllowedRequest(t *testing.T) {
 }
 
 // TestInboundConnectionHeaderCannotDropXFCC: a client must not be able to
-// remove the identity header the proxy asserts by naming it in
-// Connection (hop-by-hop headers are removed after the proxy sets it).
+// remove the identity header the proxy asserts by naming it in Connection
+// (hop-by-hop headers are removed before the proxy sets it). Connection is
+// an HTTP/1.1 header: the app-facing listener takes it, and the callee's
+// app still gets its proxy's XFCC; the inbound speaks HTTP/2 only, which
+// forbids it, and net/http's HTTP/2 server refuses the request.
 func TestInboundConnectionHeaderCannotDropXFCC(t *testing.T) {
 	m := newMesh(t)
-	got := mtlsRaw(t, m.apiAddr, m.web.src, m.api.id(),
-		"GET /public/x HTTP/1.1\r\nHost: api.default\r\nConnection: X-Forwarded-Client-Cert\r\n\r\n")
+	got := plainRaw(t, m.outbound, "GET /public/x HTTP/1.1\r\nHost: api.default\r\nConnection: X-Forwarded-Client-Cert\r\n\r\n")
 	if got.status != http.StatusOK {
-		t.Fatalf("status: got %d %q, want 200", got.status, got.body)
+		t.Fatalf("outbound: got %d %q, want 200", got.status, got.body)
 	}
 	reqs := m.apiApp.requests()
 	if len(reqs) != 1 {
 		t.Fatalf("app got %d requests, want 1", len(reqs))
 	}
 	want := "By=spiffe://bulwark.test/ns/default/sa/api;URI=spiffe://bulwark.test/ns/shop/sa/web"
-	if got := reqs[0].Header.Get("X-Forwarded-Client-Cert"); got != want {
-		t.Errorf("X-Forwarded-Client-Cert: got %q, want %q", got, want)
+	if got := reqs[0].Header.Values("X-Forwarded-Client-Cert"); len(got) != 1 || got[0] != want {
+		t.Errorf("X-Forwarded-Client-Cert: got %q, want only %q", got, want)
+	}
+
+	got = mtlsH2(t, m.apiAddr, m.web.src, m.api.id(), rawH2{fields: apiFields("GET", "/public/x", [2]string{"connection", "x-forwarded-client-cert"})})
+	if got.status != http.StatusBadRequest && got.refused != "RST" {
+		t.Errorf("inbound with a connection field: got %d %q %s, want it refused (400 or the stream reset)", got.status, got.body, got.refused)
+	}
+	if n := len(m.apiApp.requests()); n != 1 {
+		t.Errorf("app got %d requests, want 1 (the outbound one)", n)
 	}
 }
 
@@ -133,7 +143,7 @@ func TestInboundDenied(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			before := len(m.apiApp.requests())
-			got := mtlsRaw(t, m.apiAddr, tt.src, m.api.id(), tt.method+" "+tt.target+" HTTP/1.1\r\nHost: api.default\r\n\r\n")
+			got := mtlsH2(t, m.apiAddr, tt.src, m.api.id(), rawH2{fields: apiFields(tt.method, tt.target)})
 			if got.status != http.StatusForbidden || got.body != "forbidden\n" {
 				t.Errorf("got %d %q, want 403 %q", got.status, got.body, "forbidden\n")
 			}
@@ -147,37 +157,39 @@ func TestInboundDenied(t *testing.T) {
 func TestInboundBadRequestTarget(t *testing.T) {
 	m := newMesh(t)
 	tests := []struct {
-		name    string
-		reqLine string
-		// byEngine: the request reaches the engine (rather than being
-		// refused by net/http's parser), which answers "bad request".
+		name   string
+		fields [][2]string
+		// byEngine: the request reaches the engine, which answers "bad
+		// request"; otherwise net/http's HTTP/2 server resets the stream.
 		byEngine bool
 	}{
-		{name: "encoded_slash", reqLine: "GET /public/a%2Fb HTTP/1.1", byEngine: true},
-		{name: "encoded_slash_lower", reqLine: "GET /public/a%2fb HTTP/1.1", byEngine: true},
-		{name: "encoded_backslash", reqLine: "GET /public/a%5Cb HTTP/1.1", byEngine: true},
-		{name: "raw_backslash", reqLine: "GET /public/a\\b HTTP/1.1", byEngine: true},
-		{name: "backslash_dot_dot", reqLine: "GET /public/..\\private HTTP/1.1", byEngine: true},
-		{name: "encoded_nul", reqLine: "GET /public/a%00b HTTP/1.1", byEngine: true},
-		{name: "raw_nul", reqLine: "GET /public/a\x00b HTTP/1.1"},
-		{name: "encoded_control", reqLine: "GET /public/a%0Ab HTTP/1.1", byEngine: true},
-		{name: "fragment", reqLine: "GET /public/a#frag HTTP/1.1", byEngine: true},
-		{name: "absolute_form", reqLine: "GET http://api.default/public/a HTTP/1.1", byEngine: true},
-		{name: "asterisk_form", reqLine: "OPTIONS * HTTP/1.1", byEngine: true},
-		{name: "authority_form", reqLine: "CONNECT api.default:443 HTTP/1.1", byEngine: true},
-		{name: "lowercase_method", reqLine: "get /public/x HTTP/1.1", byEngine: true},
-		{name: "mixed_case_method", reqLine: "Get /public/x HTTP/1.1", byEngine: true},
-		{name: "dot_dot_with_params", reqLine: "GET /public/..;/private HTTP/1.1", byEngine: true},
+		{name: "encoded_slash", fields: apiFields("GET", "/public/a%2Fb"), byEngine: true},
+		{name: "encoded_slash_lower", fields: apiFields("GET", "/public/a%2fb"), byEngine: true},
+		{name: "encoded_backslash", fields: apiFields("GET", "/public/a%5Cb"), byEngine: true},
+		{name: "raw_backslash", fields: apiFields("GET", "/public/a\\b"), byEngine: true},
+		{name: "backslash_dot_dot", fields: apiFields("GET", "/public/..\\private"), byEngine: true},
+		{name: "encoded_nul", fields: apiFields("GET", "/public/a%00b"), byEngine: true},
+		{name: "raw_nul", fields: apiFields("GET", "/public/a\x00b")},
+		{name: "encoded_control", fields: apiFields("GET", "/public/a%0Ab"), byEngine: true},
+		{name: "fragment", fields: apiFields("GET", "/public/a#frag"), byEngine: true},
+		{name: "absolute_form", fields: apiFields("GET", "http://api.default/public/a"), byEngine: true},
+		{name: "asterisk_form", fields: apiFields("OPTIONS", "*"), byEngine: true},
+		{name: "authority_form", fields: [][2]string{{":method", "CONNECT"}, {":authority", "api.default:443"}}, byEngine: true},
+		{name: "lowercase_method", fields: apiFields("get", "/public/x"), byEngine: true},
+		{name: "mixed_case_method", fields: apiFields("Get", "/public/x"), byEngine: true},
+		{name: "dot_dot_with_params", fields: apiFields("GET", "/public/..;/private"), byEngine: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			before := len(m.apiApp.requests())
-			got := mtlsRaw(t, m.apiAddr, m.web.src, m.api.id(), tt.reqLine+"\r\nHost: api.default\r\nConnection: close\r\n\r\n")
-			if got.status != http.StatusBadRequest {
-				t.Errorf("status: got %d %q, want 400", got.status, got.body)
-			}
-			if tt.byEngine && got.body != "bad request\n" {
-				t.Errorf("body: got %q, want %q", got.body, "bad request\n")
+			got := mtlsH2(t, m.apiAddr, m.web.src, m.api.id(), rawH2{fields: tt.fields})
+			switch {
+			case !tt.byEngine:
+				if got.refused != "RST" {
+					t.Errorf("got %d %q %s, want the stream reset", got.status, got.body, got.refused)
+				}
+			case got.status != http.StatusBadRequest || got.body != "bad request\n":
+				t.Errorf("got %d %q %s, want 400 %q", got.status, got.body, got.refused, "bad request\n")
 			}
 			if n := len(m.apiApp.requests()) - before; n != 0 {
 				t.Errorf("app got %d requests, want 0", n)
@@ -204,7 +216,7 @@ func TestInboundDotSegmentsNeverClimbAboveRoot(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			before := len(m.apiApp.requests())
-			got := mtlsRaw(t, m.apiAddr, m.web.src, m.api.id(), "GET "+tt.target+" HTTP/1.1\r\nHost: api.default\r\n\r\n")
+			got := mtlsH2(t, m.apiAddr, m.web.src, m.api.id(), rawH2{fields: apiFields("GET", tt.target)})
 			if got.status != http.StatusOK {
 				t.Fatalf("status: got %d %q, want 200", got.status, got.body)
 			}
@@ -245,7 +257,7 @@ func TestInboundWithoutUsableApp(t *testing.T) {
 			api := newNode(t, a, apiSvc, tt.app)
 			addr := api.serveInbound(t)
 			api.apply(t, apiSnapshot(t, a, 1))
-			got := mtlsRaw(t, addr, web, api.id(), "GET /public/x?token=s3cr3t HTTP/1.1\r\nHost: api.default\r\n\r\n")
+			got := mtlsH2(t, addr, web, api.id(), rawH2{fields: apiFields("GET", "/public/x?token=s3cr3t")})
 			if got.status != tt.wantCode || got.body != tt.wantBody {
 				t.Errorf("got %d %q, want %d %q", got.status, got.body, tt.wantCode, tt.wantBody)
 			}

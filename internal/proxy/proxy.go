@@ -1,11 +1,24 @@
 // Package proxy is the L7 forwarding engine shared by the sidecar and (later)
 // the gateway. It owns the data path of a request:
 //
-//	inbound:  peer mTLS identity -> request-target hygiene (400) ->
-//	          authorization (403, fails closed) -> local app
+//	inbound:  peer mTLS identity -> method and request-target hygiene
+//	          (400) -> JWT authentication (401) -> authorization (403,
+//	          fails closed) -> local app
 //	outbound: service from Host -> hygiene -> caller-side authorization (403) ->
 //	          endpoint -> pooled HTTP/2 over mTLS to the peer, which must
 //	          present the identity the snapshot names for that endpoint
+//
+// Authorization decides a policy.Request built from everything the engine
+// knows of the request at its end: inbound, the peer's SPIFFE ID and
+// services, its IP address (IPv4-mapped IPv6 addresses unmapped), the JWT
+// principal and claims, the host (lower case, without the port and one
+// trailing dot; brackets of an IPv6 literal removed) and port (80 when the
+// authority names none: mesh requests are http, TLS is the transport), the
+// normalized path, the raw query, the headers, the TLS server name and the
+// time. Outbound, the caller knows its own identity and the destination:
+// the host is the service's canonical "name.namespace" host, which the peer
+// receives, and a port the app named is forwarded in the Host header, so
+// that both ends decide on the same host and port.
 //
 // It reads the mesh through an immutable table compiled from the latest
 // snapshot and swapped atomically. It never falls back to plaintext: a peer
@@ -17,7 +30,15 @@
 // removed in both directions; the inbound side sets
 // X-Forwarded-Client-Cert for the app (Envoy's format: By=<this proxy's
 // SPIFFE ID>;URI=<caller's SPIFFE ID>). Every request produces one access log
-// line; query strings are never logged.
+// line; query strings are never logged. The line says audit=true with the
+// AUDIT policy that matched, and dry_run="would deny by ns/name#rule2"
+// when a dry-run policy would change the decision.
+//
+// Every denial (401 or 403, either direction) also goes to the process
+// log, at most once per edge (direction, source, destination, policy,
+// rule, reason, status) every 10 seconds with a count of those not logged,
+// to Config.OnDeny (which the sidecar reports to the control plane), and to
+// bulwark_authz_decisions_total (see docs/metrics.md).
 //
 // The engine does not open listeners: the composition root serves its
 // handlers on listeners it owns.
@@ -33,18 +54,22 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/netip"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	apiv1 "github.com/bulwarkmesh/bulwark/api/v1alpha1"
+	"github.com/bulwarkmesh/bulwark/internal/clock"
 	"github.com/bulwarkmesh/bulwark/internal/identity"
 	"github.com/bulwarkmesh/bulwark/internal/mtls"
 	"github.com/bulwarkmesh/bulwark/internal/pathnorm"
@@ -66,6 +91,16 @@ type Config struct {
 	// Default: discard.
 	Logger    *slog.Logger
 	AccessLog *slog.Logger
+	// Clock paces the denial log. Default: the wall clock.
+	Clock clock.Clock
+	// Metrics, if set, is where the engine registers its counters
+	// (bulwark_requests_total, bulwark_authz_decisions_total, ...).
+	// Default: none; they are still counted.
+	Metrics prometheus.Registerer
+	// OnDeny, if set, is called with every request the engine denies (401
+	// or 403) whose caller and path are known, on the request's goroutine:
+	// it must not block.
+	OnDeny func(Denial)
 }
 
 // Engine forwards requests.
@@ -74,10 +109,14 @@ type Engine struct {
 	logger *slog.Logger
 	access *slog.Logger
 
-	table  atomic.Pointer[table]
-	pool   *pool
-	toApp  *httputil.ReverseProxy
-	toPeer *httputil.ReverseProxy
+	table   atomic.Pointer[table]
+	metrics *metrics
+	denies  *denyLog
+	// selfServices is the caller's services in outbound requests.
+	selfServices []string
+	pool         *pool
+	toApp        *httputil.ReverseProxy
+	toPeer       *httputil.ReverseProxy
 
 	appTransport *http.Transport
 	closeOnce    sync.Once
@@ -101,11 +140,18 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.Service.IsZero() || cfg.SVID == nil || cfg.Bundle == nil {
 		return nil, errors.New("proxy: service, svid and bundle are required")
 	}
-	e := &Engine{
-		cfg:    cfg,
-		logger: telemetry.OrDiscard(cfg.Logger),
-		access: telemetry.OrDiscard(cfg.AccessLog),
+	m, err := newMetrics(cfg.Metrics)
+	if err != nil {
+		return nil, fmt.Errorf("proxy: %w", err)
 	}
+	e := &Engine{
+		cfg:          cfg,
+		logger:       telemetry.OrDiscard(cfg.Logger),
+		access:       telemetry.OrDiscard(cfg.AccessLog),
+		metrics:      m,
+		selfServices: []string{cfg.Service.String()},
+	}
+	e.denies = newDenyLog(e.logger, clock.OrReal(cfg.Clock), denyLogEvery, denyLogEdges)
 	e.pool = newPool(func(want spiffeid.ID) *tls.Config {
 		return mtls.Mesh{SVID: cfg.SVID, Bundle: cfg.Bundle, Revoked: e.refuser(telemetry.DirectionOutbound)}.ClientConfig(want)
 	}, e.revoked)
@@ -151,7 +197,7 @@ func (e *Engine) apply(snap *apiv1.Snapshot, lkg bool) error {
 	if cur := e.table.Load(); cur != nil && !cur.lastKnownGood && snap.GetVersion() < cur.version {
 		return fmt.Errorf("snapshot version %d is older than the current %d", snap.GetVersion(), cur.version)
 	}
-	t, dropped, err := compile(snap, e.cfg.Service)
+	t, dropped, err := compile(snap, e.cfg.Service, e.cfg.Clock)
 	if err != nil {
 		return err
 	}
@@ -287,9 +333,13 @@ func (e *Engine) Upstream(svc identity.ServiceRef) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rw := newRecorder(w)
 		info := &logInfo{direction: telemetry.DirectionOutbound, source: e.selfID(), destination: svc.String(), start: time.Now()}
-		defer e.logRequest(r, rw, info)
+		defer e.finish(r, rw, info)
 		if !validMethod(r.Method) {
 			e.reject(rw, info, http.StatusBadRequest, "bad request", "method is not upper case")
+			return
+		}
+		if err := checkAuthority(r); err != nil {
+			e.reject(rw, info, http.StatusBadRequest, "bad request", err.Error())
 			return
 		}
 		path, query, err := originTarget(r.RequestURI)
@@ -298,7 +348,9 @@ func (e *Engine) Upstream(svc identity.ServiceRef) http.Handler {
 			return
 		}
 		info.path = path
-		e.forward(rw, r, info, svc, path, query)
+		// The Host of a per-upstream listener names the listener, not the
+		// service: the port is the default.
+		e.forward(rw, r, info, svc, "", path, query)
 	})
 }
 
@@ -344,19 +396,24 @@ func validMethod(m string) bool {
 func (e *Engine) serveInbound(w http.ResponseWriter, r *http.Request) {
 	rw := newRecorder(w)
 	info := &logInfo{direction: telemetry.DirectionInbound, destination: e.cfg.Service.String(), start: time.Now()}
-	defer e.logRequest(r, rw, info)
+	defer e.finish(r, rw, info)
 
-	peer, err := peerID(r, time.Now())
+	peer, err := peerID(r, info.start)
+	info.source = peer
 	if err != nil {
 		// The TLS layer requires a verified SVID at the handshake; the
 		// connection may outlive the certificate, so expiry is checked
 		// for every request.
+		info.label = labelPeerUnverified
 		e.reject(rw, info, http.StatusForbidden, "forbidden", err.Error())
 		return
 	}
-	info.source = peer
 	if !validMethod(r.Method) {
 		e.reject(rw, info, http.StatusBadRequest, "bad request", "method is not upper case")
+		return
+	}
+	if err := checkAuthority(r); err != nil {
+		e.reject(rw, info, http.StatusBadRequest, "bad request", err.Error())
 		return
 	}
 	path, query, err := originTarget(r.RequestURI)
@@ -373,6 +430,7 @@ func (e *Engine) serveInbound(w http.ResponseWriter, r *http.Request) {
 	// A revoked peer's connections are closed when the snapshot arrives;
 	// this covers requests already read from them.
 	if t.revoked.Contains(r.TLS.PeerCertificates[0]) {
+		info.label = labelRevoked
 		e.reject(rw, info, http.StatusForbidden, "forbidden", "peer certificate revoked")
 		return
 	}
@@ -380,12 +438,36 @@ func (e *Engine) serveInbound(w http.ResponseWriter, r *http.Request) {
 		e.reject(rw, info, http.StatusServiceUnavailable, "no such service", "client-only proxy has no app")
 		return
 	}
-	dec := t.inbound.Decide(&policy.Request{
-		Source: policy.Source{ID: peer, Services: t.peers[peer]},
-		Method: r.Method,
-		Path:   path,
-	})
-	info.setDecision(dec)
+	host, port, err := hostPort(r.Host, defaultPort)
+	if err != nil {
+		e.reject(rw, info, http.StatusBadRequest, "bad request", err.Error())
+		return
+	}
+	// JWT authentication answers 401 itself; a token taken out of the
+	// query changes the query forwarded.
+	res, query, ok := e.authenticate(t, rw, r, info, query)
+	if !ok {
+		return
+	}
+	req := policy.Request{
+		Source: policy.Source{
+			ID:        peer,
+			Services:  t.peers[peer],
+			IP:        remoteIP(r.RemoteAddr),
+			Principal: res.Principal,
+			Claims:    res.Claims,
+		},
+		Method:  r.Method,
+		Host:    host,
+		Port:    port,
+		Path:    path,
+		Query:   query,
+		Headers: r.Header,
+		SNI:     r.TLS.ServerName,
+		Time:    info.start,
+	}
+	dec := t.inbound.Decide(&req)
+	info.setDecision(&dec)
 	if !dec.Allow {
 		e.reject(rw, info, http.StatusForbidden, "forbidden", "")
 		return
@@ -400,7 +482,7 @@ func (e *Engine) serveInbound(w http.ResponseWriter, r *http.Request) {
 func (e *Engine) serveOutbound(w http.ResponseWriter, r *http.Request) {
 	rw := newRecorder(w)
 	info := &logInfo{direction: telemetry.DirectionOutbound, source: e.selfID(), start: time.Now()}
-	defer e.logRequest(r, rw, info)
+	defer e.finish(r, rw, info)
 
 	if r.Method == http.MethodConnect {
 		e.reject(rw, info, http.StatusMethodNotAllowed, "CONNECT is not supported", "connect")
@@ -408,6 +490,10 @@ func (e *Engine) serveOutbound(w http.ResponseWriter, r *http.Request) {
 	}
 	if !validMethod(r.Method) {
 		e.reject(rw, info, http.StatusBadRequest, "bad request", "method is not upper case")
+		return
+	}
+	if err := checkAuthority(r); err != nil {
+		e.reject(rw, info, http.StatusBadRequest, "bad request", err.Error())
 		return
 	}
 	host, target, err := outboundTarget(r)
@@ -428,12 +514,12 @@ func (e *Engine) serveOutbound(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	info.destination = svc.String()
-	e.forward(rw, r, info, svc, path, query)
+	e.forward(rw, r, info, svc, host, path, query)
 }
 
 // forward authorizes a request as the caller and sends it to an endpoint of
-// svc.
-func (e *Engine) forward(rw *recorder, r *http.Request, info *logInfo, svc identity.ServiceRef, path, query string) {
+// svc; authority is the host[:port] the app addressed.
+func (e *Engine) forward(rw *recorder, r *http.Request, info *logInfo, svc identity.ServiceRef, authority, path, query string) {
 	t := e.table.Load()
 	if t == nil {
 		e.reject(rw, info, http.StatusServiceUnavailable, "proxy not ready", "no snapshot yet")
@@ -443,15 +529,32 @@ func (e *Engine) forward(rw *recorder, r *http.Request, info *logInfo, svc ident
 	dest := t.dests[name]
 	if dest == nil {
 		if _, exists := t.services[name]; exists {
-			info.decision, info.reason = telemetry.DecisionDeny, policy.ReasonNoAllowMatch.String()
+			info.decision, info.reason, info.label = telemetry.DecisionDeny, policy.ReasonNoAllowMatch.String(), labelNoAllowMatch
 			e.reject(rw, info, http.StatusForbidden, "forbidden", "")
 			return
 		}
 		e.reject(rw, info, http.StatusServiceUnavailable, "no such service", "unknown service")
 		return
 	}
-	dec := dest.index.Decide(&policy.Request{Method: r.Method, Path: path})
-	info.setDecision(dec)
+	_, port, err := hostPort(authority, defaultPort)
+	if err != nil {
+		e.reject(rw, info, http.StatusBadRequest, "bad request", err.Error())
+		return
+	}
+	// The caller knows who it is and what it calls; the callee decides on
+	// the rest (its view of the policies is the more permissive one).
+	req := policy.Request{
+		Source:  policy.Source{ID: info.source, Services: e.selfServices},
+		Method:  r.Method,
+		Host:    dest.host,
+		Port:    port,
+		Path:    path,
+		Query:   query,
+		Headers: r.Header,
+		Time:    info.start,
+	}
+	dec := dest.index.Decide(&req)
+	info.setDecision(&dec)
 	if !dec.Allow {
 		e.reject(rw, info, http.StatusForbidden, "forbidden", "")
 		return
@@ -464,7 +567,12 @@ func (e *Engine) forward(rw *recorder, r *http.Request, info *logInfo, svc ident
 	info.upstream = ep.addr
 	stripIdentityHeaders(r.Header)
 	r.Header.Del("Proxy-Authorization")
-	setTarget(r, "https", ep.addr, dest.host, path, query)
+	host := dest.host
+	if port != defaultPort {
+		// The callee decides on the port the app addressed too.
+		host += ":" + strconv.Itoa(port)
+	}
+	setTarget(r, "https", ep.addr, host, path, query)
 	e.toPeer.ServeHTTP(rw, r)
 }
 
@@ -522,6 +630,7 @@ func (e *Engine) upstreamError(w http.ResponseWriter, r *http.Request, err error
 func (e *Engine) reject(rw *recorder, info *logInfo, status int, body, detail string) {
 	if status == http.StatusForbidden {
 		info.decision = telemetry.DecisionDeny
+		info.denied = status
 		if info.reason == "" {
 			info.reason = detail
 		}
@@ -588,20 +697,98 @@ func setTarget(r *http.Request, scheme, addr, host, path, query string) {
 }
 
 // peerID returns the SPIFFE ID of the request's peer, whose certificate
-// must still be valid at now.
+// must still be valid at now. The ID of an expired certificate is returned
+// with the error, for the logs.
 func peerID(r *http.Request, now time.Time) (string, error) {
 	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
 		return "", errors.New("no peer certificate")
 	}
 	leaf := r.TLS.PeerCertificates[0]
-	if now.After(leaf.NotAfter) {
-		return "", errors.New("peer certificate expired")
-	}
 	id, err := x509svid.IDFromCert(leaf)
 	if err != nil {
 		return "", err
 	}
+	if now.After(leaf.NotAfter) {
+		return id.String(), errors.New("peer certificate expired")
+	}
 	return id.String(), nil
+}
+
+// defaultPort is the port of a mesh request whose authority names none:
+// the scheme is http (TLS between proxies is the transport).
+const defaultPort = 80
+
+// Errors of hostPort, answered with 400.
+var (
+	errHostBrackets = errors.New("host: unbalanced brackets of an IPv6 literal")
+	errHostColons   = errors.New("host: an IPv6 literal must be in brackets")
+	errHostPort     = errors.New("host: the port must be a decimal number from 1 to 65535")
+)
+
+// hostPort splits an authority (the Host header, :authority) into the host
+// as policies match it, in lower case without one trailing dot (and an
+// IPv6 literal without its brackets), and the port: def when the
+// authority names none or an empty one. It allocates only for a host with
+// upper-case letters.
+func hostPort(authority string, def int) (host string, port int, err error) {
+	host, p := authority, ""
+	if strings.HasPrefix(host, "[") {
+		end := strings.IndexByte(host, ']')
+		if end < 0 {
+			return "", 0, errHostBrackets
+		}
+		rest := host[end+1:]
+		host = host[1:end]
+		if rest != "" {
+			if rest[0] != ':' {
+				return "", 0, errHostBrackets
+			}
+			p = rest[1:]
+		}
+	} else if i := strings.LastIndexByte(host, ':'); i >= 0 {
+		if strings.IndexByte(host[:i], ':') >= 0 {
+			return "", 0, errHostColons
+		}
+		host, p = host[:i], host[i+1:]
+	}
+	port = def
+	if p != "" {
+		if port = parsePort(p); port == 0 {
+			return "", 0, errHostPort
+		}
+	}
+	host = strings.TrimSuffix(host, ".")
+	return strings.ToLower(host), port, nil
+}
+
+// parsePort returns the port p names, 1 to 65535 in plain decimal (no
+// sign, no leading zero), or 0.
+func parsePort(p string) int {
+	if len(p) > 5 || p[0] == '0' {
+		return 0
+	}
+	n := 0
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		if c < '0' || c > '9' {
+			return 0
+		}
+		n = n*10 + int(c-'0')
+	}
+	if n > 65535 {
+		return 0
+	}
+	return n
+}
+
+// remoteIP returns the address of a connection's peer (r.RemoteAddr), an
+// IPv4-mapped IPv6 address as IPv4; the zero Addr when it cannot be read.
+func remoteIP(addr string) netip.Addr {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
 }
 
 type roundTripperFunc func(*http.Request) (*http.Response, error)

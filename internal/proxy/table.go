@@ -9,6 +9,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	apiv1 "github.com/bulwarkmesh/bulwark/api/v1alpha1"
+	"github.com/bulwarkmesh/bulwark/internal/authn"
+	"github.com/bulwarkmesh/bulwark/internal/clock"
 	"github.com/bulwarkmesh/bulwark/internal/config"
 	"github.com/bulwarkmesh/bulwark/internal/identity"
 	"github.com/bulwarkmesh/bulwark/internal/mtls"
@@ -40,6 +42,9 @@ type table struct {
 	revoked mtls.SerialSet
 	// revokedSerials are those serials as the snapshot lists them.
 	revokedSerials []string
+	// authn authenticates inbound requests with the JWT providers that
+	// select this workload; nil when none does.
+	authn *authn.Authenticator
 }
 
 // destination is a service this proxy may call.
@@ -72,7 +77,7 @@ func (d *destination) pick() (endpoint, bool) {
 // one exception is an address claimed by two identities: both endpoints are
 // left out (and returned in dropped), since NACKing would freeze the proxy
 // on its old snapshot, which is what whoever made the collision wants.
-func compile(snap *apiv1.Snapshot, svc identity.ServiceRef) (t *table, dropped []string, err error) {
+func compile(snap *apiv1.Snapshot, svc identity.ServiceRef, c clock.Clock) (t *table, dropped []string, err error) {
 	revoked, err := mtls.NewSerialSet(snap.GetRevokedSerials())
 	if err != nil {
 		return nil, nil, fmt.Errorf("revoked_serials: %w", err)
@@ -98,7 +103,12 @@ func compile(snap *apiv1.Snapshot, svc identity.ServiceRef) (t *table, dropped [
 	if err != nil {
 		return nil, nil, fmt.Errorf("inbound: %w", err)
 	}
-	t.inbound = policy.Compile(svc, inbound)
+	if t.inbound, err = policy.Compile(policy.Workload{Service: svc, Labels: snap.GetLabels()}, inbound); err != nil {
+		return nil, nil, fmt.Errorf("inbound: %w", err)
+	}
+	if t.authn, err = compileJWTProviders(snap.GetJwtProviders(), c); err != nil {
+		return nil, nil, err
+	}
 	for _, p := range snap.GetInbound().GetPeers() {
 		t.peers[p.GetSpiffeId()] = p.GetServices()
 	}
@@ -115,7 +125,11 @@ func compile(snap *apiv1.Snapshot, svc identity.ServiceRef) (t *table, dropped [
 		if err != nil {
 			return nil, nil, fmt.Errorf("destinations[%d] (%s): %w", i, ref, err)
 		}
-		dest := &destination{ref: ref, host: ref.Host(), index: policy.Compile(ref, pols)}
+		index, err := policy.Compile(policy.Workload{Service: ref}, pols)
+		if err != nil {
+			return nil, nil, fmt.Errorf("destinations[%d] (%s): %w", i, ref, err)
+		}
+		dest := &destination{ref: ref, host: ref.Host(), index: index}
 		for j, ep := range d.GetEndpoints() {
 			id, err := spiffeid.FromString(ep.GetSpiffeId())
 			if err != nil {

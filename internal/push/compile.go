@@ -11,6 +11,8 @@ package push
 
 import (
 	"crypto/sha256"
+	"fmt"
+	"maps"
 	"slices"
 
 	"google.golang.org/protobuf/proto"
@@ -26,6 +28,8 @@ type Endpoint struct {
 	Address  string
 	SPIFFEID string
 	Instance string
+	// Labels of the instance, bound at attestation.
+	Labels map[string]string
 }
 
 // Policy is a validated AuthorizationPolicy with its JSON document.
@@ -54,6 +58,8 @@ type State struct {
 	JWTBundle []byte
 	// Policies are every AuthorizationPolicy in the mesh.
 	Policies []Policy
+	// JWTProviders are every JWTProvider in the mesh, with their keys.
+	JWTProviders []JWTProvider
 	// Identities maps a workload SPIFFE ID to the services ("ns/name") it
 	// was attested for.
 	Identities map[string][]string
@@ -64,6 +70,10 @@ type State struct {
 
 	policies []*config.AuthorizationPolicy
 	jsonOf   map[*config.AuthorizationPolicy][]byte
+	// policySet indexes policies by the workloads they select.
+	policySet *policy.Set
+	// identityIDs are the keys of Identities, sorted.
+	identityIDs []string
 }
 
 // Node is the proxy a snapshot is compiled for.
@@ -72,6 +82,8 @@ type Node struct {
 	ID string
 	// Service is the service the proxy fronts.
 	Service identity.ServiceRef
+	// Labels of the proxy's instance, bound at attestation.
+	Labels map[string]string
 }
 
 // Seal finishes a State after its exported fields are set; Compile requires
@@ -83,6 +95,8 @@ func (st *State) Seal() {
 		st.policies[i] = p.Policy
 		st.jsonOf[p.Policy] = p.JSON
 	}
+	st.policySet = policy.NewSet(st.policies)
+	st.identityIDs = slices.Sorted(maps.Keys(st.Identities))
 	slices.Sort(st.Services)
 }
 
@@ -98,23 +112,22 @@ func Compile(st *State, node Node) (*apiv1.Snapshot, error) {
 		JwtBundle:        st.JWTBundle,
 		Inbound:          &apiv1.Inbound{},
 		Services:         st.Services,
+		Labels:           node.Labels,
+		JwtProviders:     jwtProvidersFor(st, node),
 	}
 
 	// Inbound: the policies selecting the node's own service, and the
 	// services of the identities those policies can name by service.
-	ix := policy.Compile(node.Service, st.policies)
-	for _, p := range st.policies {
-		if p.Selects(node.Service) {
-			snap.Inbound.Policies = append(snap.Inbound.Policies, st.jsonOf[p])
-		}
+	w := policy.Workload{Service: node.Service, Labels: node.Labels}
+	ix, err := st.policySet.Compile(w)
+	if err != nil {
+		return nil, fmt.Errorf("compile inbound policies of %s: %w", node.Service, err)
+	}
+	for _, p := range st.policySet.Selecting(w) {
+		snap.Inbound.Policies = append(snap.Inbound.Policies, st.jsonOf[p])
 	}
 	if len(snap.Inbound.Policies) > 0 {
-		ids := make([]string, 0, len(st.Identities))
-		for id := range st.Identities {
-			ids = append(ids, id)
-		}
-		slices.Sort(ids)
-		for _, id := range ids {
+		for _, id := range st.identityIDs {
 			svcs := st.Identities[id]
 			if slices.ContainsFunc(svcs, ix.MatchesServicePattern) {
 				snap.Inbound.Peers = append(snap.Inbound.Peers, &apiv1.PeerIdentity{SpiffeId: id, Services: svcs})
@@ -130,7 +143,7 @@ func Compile(st *State, node Node) (*apiv1.Snapshot, error) {
 		if err != nil {
 			continue
 		}
-		callable, view := policy.ForCaller(dest, st.policies, caller)
+		callable, view := st.policySet.ForCaller(dest, caller)
 		if !callable {
 			continue
 		}

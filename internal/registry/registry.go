@@ -16,6 +16,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
@@ -123,6 +125,12 @@ type Proxy struct {
 	Service string `json:"service"`
 	// Identity is the SPIFFE ID of the proxy's SVID.
 	Identity string `json:"identity"`
+	// Labels are bound to the instance when it attests (from its join
+	// token) and never change afterwards.
+	Labels map[string]string `json:"labels,omitempty"`
+	// AttestedAt is when the instance attested with labels; its record
+	// exists from then on, before the proxy first subscribes.
+	AttestedAt time.Time `json:"attestedAt,omitzero"`
 	// Address is the advertised inbound host:port; "" for a client-only
 	// proxy, which is never an endpoint.
 	Address string `json:"address,omitempty"`
@@ -177,14 +185,31 @@ func (r *Registry) UpdateProxy(ctx context.Context, namespace, instance string, 
 			p.Namespace, p.Instance = namespace, instance
 		}
 		before := *p
+		before.Labels = maps.Clone(p.Labels)
 		fn(p)
-		return !exists || *p != before
+		return !exists || !equalProxy(p, &before)
 	})
 	if err != nil {
 		return fmt.Errorf("update proxy %s/%s: %w", namespace, instance, err)
 	}
 	return nil
 }
+
+// LabelRetention is how long the record of an instance with labels is kept
+// after it was last seen: longer than the longest SVID lifetime, so a proxy
+// that comes back with a valid SVID finds its labels.
+const LabelRetention = 25 * time.Hour
+
+// latest returns the later of a and b.
+func latest(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// equalProxy reports whether two records are the same.
+func equalProxy(a, b *Proxy) bool { return reflect.DeepEqual(a, b) }
 
 // update reads the JSON record at key into a T (the zero T when there is
 // none), lets fn change it, and writes it back with compare-and-swap,
@@ -304,8 +329,15 @@ func (r *Registry) Sweep(ctx context.Context) (time.Duration, error) {
 			continue
 		}
 		gone := now.Sub(p.LastSeen)
+		retention := r.retention
+		if len(p.Labels) > 0 {
+			// The record holds the labels bound at attestation: keep it as
+			// long as the proxy could come back with a valid SVID.
+			gone = now.Sub(latest(p.LastSeen, p.AttestedAt))
+			retention = max(retention, LabelRetention)
+		}
 		switch {
-		case gone >= r.retention:
+		case gone >= retention:
 			key := proxyKey(p.Namespace, p.Instance)
 			kv, err := r.store.Get(ctx, key)
 			if errors.Is(err, store.ErrNotFound) {
@@ -326,11 +358,11 @@ func (r *Registry) Sweep(ctx context.Context) (time.Duration, error) {
 			if err != nil {
 				return 0, err
 			}
-			due(r.retention - gone)
+			due(retention - gone)
 		case p.Live:
 			due(r.grace - gone)
 		default:
-			due(r.retention - gone)
+			due(retention - gone)
 		}
 	}
 	return next, nil

@@ -538,3 +538,44 @@ func TestNewInstanceName(t *testing.T) {
 		})
 	}
 }
+
+// TestSweepKeepsLabelsAsLongAsAnSVID: the record of an instance with labels
+// (bound at attestation, before the proxy ever subscribes) outlives the
+// normal retention, so a proxy that comes back with a valid SVID finds its
+// labels; it goes once LabelRetention has passed.
+func TestSweepKeepsLabelsAsLongAsAnSVID(t *testing.T) {
+	tests := []struct {
+		name      string
+		lastSeen  bool // the proxy subscribed once; else it only attested
+		gone      time.Duration
+		wantSaved bool
+	}{
+		{name: "attested_never_seen", gone: 2 * retention, wantSaved: true},
+		{name: "attested_never_seen_expired", gone: registry.LabelRetention, wantSaved: false},
+		{name: "seen_past_retention", lastSeen: true, gone: 2 * retention, wantSaved: true},
+		{name: "seen_past_label_retention", lastSeen: true, gone: registry.LabelRetention, wantSaved: false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t)
+			f.update(t, "default", "api-1", func(p *registry.Proxy) {
+				p.Labels = map[string]string{"version": "v2"}
+				p.AttestedAt = f.clock.Now()
+				if tt.lastSeen {
+					p.LastSeen = f.clock.Now()
+				}
+			})
+			f.clock.Advance(tt.gone)
+			if _, err := f.reg.Sweep(context.Background()); err != nil {
+				t.Fatalf("Sweep: %v", err)
+			}
+			p, ok := f.proxies(t)["default/api-1"]
+			if ok != tt.wantSaved {
+				t.Fatalf("record exists: got %v, want %v", ok, tt.wantSaved)
+			}
+			if ok && p.Labels["version"] != "v2" {
+				t.Errorf("labels: got %v, want version=v2", p.Labels)
+			}
+		})
+	}
+}

@@ -133,6 +133,22 @@ func (c *controlClient) subscribeConn() (*grpc.ClientConn, error) {
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxSnapshot)))
 }
 
+// report sends a Report on a connection of its own (the proxy reports on
+// its Subscribe stream's connection; this is for the last report at
+// shutdown, when that stream is gone).
+func (c *controlClient) report(ctx context.Context, req *apiv1.ReportRequest) error {
+	if c.mgr.ID().IsZero() {
+		return errNotConnected // no SVID to authenticate with
+	}
+	conn, err := c.subscribeConn()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	_, err = apiv1.NewControlClient(conn).Report(ctx, req)
+	return err
+}
+
 // classify marks answers that retrying cannot change as svid.ErrRejected.
 func classify(err error) error {
 	switch status.Code(err) {

@@ -1,10 +1,12 @@
 package sidecar
 
 import (
+	"context"
 	"log/slog"
 	"net/http"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	apiv1 "github.com/bulwarkmesh/bulwark/api/v1alpha1"
@@ -12,6 +14,7 @@ import (
 	"github.com/bulwarkmesh/bulwark/internal/identity"
 	"github.com/bulwarkmesh/bulwark/internal/proxy"
 	"github.com/bulwarkmesh/bulwark/internal/svid"
+	"github.com/bulwarkmesh/bulwark/internal/telemetry"
 )
 
 // Exported for the external tests of this package.
@@ -29,7 +32,7 @@ func (c *Config) WorkloadSocket() string { return c.workloadSocket }
 
 // MetricsHandler exposes metricsHandler.
 func MetricsHandler(status func() svid.Status, bundleVersion func() int64, now func() time.Time) http.Handler {
-	return metricsHandler(status, bundleVersion, now)
+	return metricsHandler(telemetry.NewRegistry(), status, bundleVersion, now)
 }
 
 // Subscriber is the part of a subscriber that installs snapshots.
@@ -52,3 +55,37 @@ func (s *Subscriber) LoadLastKnownGood() { s.s.loadLastKnownGood() }
 
 // Status reports connected, lkg and the last error.
 func (s *Subscriber) Status() (connected, lkg bool, lastErr string) { return s.s.status() }
+
+// Reporter wraps the denial reporter.
+type Reporter struct{ r *reporter }
+
+// NewReporter returns a reporter holding at most maxKinds kinds of denial.
+func NewReporter(send, sendFinal func(context.Context, *apiv1.ReportRequest) error, c clock.Clock, maxKinds int, reg prometheus.Registerer) (*Reporter, error) {
+	r, err := newReporter(send, sendFinal, c, telemetry.Discard(), reg)
+	if err != nil {
+		return nil, err
+	}
+	r.maxKinds = maxKinds
+	return &Reporter{r}, nil
+}
+
+// Record records a denial, as the engine's OnDeny.
+func (r *Reporter) Record(d proxy.Denial) { r.r.record(d) }
+
+// Run runs the reporter.
+func (r *Reporter) Run(ctx context.Context) error { return r.r.run(ctx) }
+
+// Flush reports what is pending now.
+func (r *Reporter) Flush(ctx context.Context) { r.r.flush(ctx, r.r.send) }
+
+// Report constants under test.
+const (
+	ReportEvery = reportEvery
+	ReportBatch = reportBatch
+)
+
+// ErrNotConnected is errNotConnected.
+var ErrNotConnected = errNotConnected
+
+// NewFramingCounter is newFramingCounter.
+var NewFramingCounter = newFramingCounter

@@ -1,24 +1,41 @@
 package sidecar
 
 import (
+	"fmt"
 	"net/http"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/bulwarkmesh/bulwark/internal/framing"
 	"github.com/bulwarkmesh/bulwark/internal/svid"
 	"github.com/bulwarkmesh/bulwark/internal/telemetry"
 )
 
-// metricsHandler serves /metrics: the Go and process collectors and the
-// proxy's identity metrics, read at scrape time from status (the SVID
-// manager), bundleVersion (the engine's snapshot) and now.
-func metricsHandler(status func() svid.Status, bundleVersion func() int64, now func() time.Time) http.Handler {
-	reg := telemetry.NewRegistry()
+// metricsHandler serves /metrics: every metric registered on reg (the Go
+// and process collectors, the engine's request and authorization counters,
+// the denial reporter's) and the proxy's identity metrics, read at scrape
+// time from status (the SVID manager), bundleVersion (the engine's
+// snapshot) and now.
+func metricsHandler(reg *prometheus.Registry, status func() svid.Status, bundleVersion func() int64, now func() time.Time) http.Handler {
 	reg.MustRegister(newIdentityCollector(status, bundleVersion, now))
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", telemetry.MetricsHandler(reg))
 	return mux
+}
+
+// newFramingCounter registers bulwark_http_framing_rejected_total on reg and
+// returns the framing listeners' OnReject, which counts a rejected
+// connection by reason (a fixed set of labels).
+func newFramingCounter(reg prometheus.Registerer) (func(framing.Reason), error) {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "bulwark_http_framing_rejected_total",
+		Help: "Connections of the app's listeners answered 400 and closed for a malformed or ambiguous HTTP/1.1 request (request smuggling), by reason.",
+	}, []string{"reason"})
+	if err := reg.Register(c); err != nil {
+		return nil, fmt.Errorf("register metrics: %w", err)
+	}
+	return func(r framing.Reason) { c.WithLabelValues(r.String()).Inc() }, nil
 }
 
 // Values of the result label of bulwark_svid_renewals_total.

@@ -3,7 +3,9 @@
 // (internal/proxy) on the newest snapshot, and serves the inbound mTLS
 // listener, the app's outbound listener, per-upstream listeners, the
 // loopback admin endpoints, Prometheus metrics and the SPIFFE Workload API
-// (internal/svid/workloadapi), until its context is done.
+// (internal/svid/workloadapi), until its context is done. It reports the
+// engine's denials to the control plane, aggregated, every 10 seconds on
+// the Subscribe stream's connection (report.go).
 //
 // Only listeners whose flags are given are opened, so many proxies run on
 // one host. The inbound listener opens only once the proxy holds an SVID.
@@ -32,8 +34,10 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	apiv1 "github.com/bulwarkmesh/bulwark/api/v1alpha1"
 	"github.com/bulwarkmesh/bulwark/internal/attest"
 	"github.com/bulwarkmesh/bulwark/internal/clock"
+	"github.com/bulwarkmesh/bulwark/internal/framing"
 	"github.com/bulwarkmesh/bulwark/internal/identity"
 	"github.com/bulwarkmesh/bulwark/internal/mtls"
 	"github.com/bulwarkmesh/bulwark/internal/proxy"
@@ -298,15 +302,29 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	client.mgr = mgr
+	// One registry for every metric of the proxy, served on --metrics.
+	reg := telemetry.NewRegistry()
+	framingRejected, err := newFramingCounter(reg)
+	if err != nil {
+		return err
+	}
+	// Denials are reported on the Subscribe stream's connection.
+	var sub *subscriber
+	reports, err := newReporter(func(ctx context.Context, req *apiv1.ReportRequest) error { return sub.report(ctx, req) },
+		client.report, cfg.Clock, logger, reg)
+	if err != nil {
+		return err
+	}
 	engine, err := proxy.New(proxy.Config{
 		Service: cfg.Service, App: cfg.App, SVID: mgr, Bundle: mgr,
 		Logger: logger, AccessLog: cfg.AccessLog.With(telemetry.KeyComponent, "proxy", telemetry.KeyService, cfg.Service.String()),
+		Clock: cfg.Clock, Metrics: reg, OnDeny: reports.record,
 	})
 	if err != nil {
 		return err
 	}
 	defer engine.Close()
-	sub := &subscriber{
+	sub = &subscriber{
 		client: client, mgr: mgr, engine: engine, service: cfg.Service, advertise: cfg.Advertise,
 		dataDir: cfg.DataDir, clock: cfg.Clock, logger: logger, applied: make(chan struct{}),
 	}
@@ -330,7 +348,7 @@ func Run(ctx context.Context, cfg Config) error {
 	// connection.
 	var (
 		addrs   = Addrs{Upstreams: map[identity.ServiceRef]string{}}
-		tasks   = []run.Task{mgr.Run}
+		tasks   = []run.Task{mgr.Run, reports.run}
 		opened  []net.Listener
 		started bool
 	)
@@ -352,15 +370,30 @@ func Run(ctx context.Context, cfg Config) error {
 		tasks = append(tasks, serve(plainServer(h, logger), ln))
 		return ln, nil
 	}
+	// The app's listeners frame HTTP/1.1 strictly (internal/framing):
+	// smuggling is refused on the raw bytes, before net/http parses them.
+	listenApp := func(addr string, h http.Handler) (net.Listener, error) {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, err
+		}
+		opened = append(opened, ln)
+		srv := plainServer(h, logger)
+		srv.ConnState = framing.ConnState
+		tasks = append(tasks, serve(srv, framing.NewListener(ln, framing.Config{
+			MaxHeaderBytes: srv.MaxHeaderBytes, Logger: logger, OnReject: framingRejected,
+		})))
+		return ln, nil
+	}
 	if cfg.Outbound != "" {
-		ln, err := listen(cfg.Outbound, engine.Outbound())
+		ln, err := listenApp(cfg.Outbound, engine.Outbound())
 		if err != nil {
 			return fmt.Errorf("outbound: %w", err)
 		}
 		addrs.Outbound = ln.Addr().String()
 	}
 	for svc, addr := range cfg.Upstreams {
-		ln, err := listen(addr, engine.Upstream(svc))
+		ln, err := listenApp(addr, engine.Upstream(svc))
 		if err != nil {
 			return fmt.Errorf("upstream %s: %w", svc, err)
 		}
@@ -374,7 +407,7 @@ func Run(ctx context.Context, cfg Config) error {
 		addrs.Admin = ln.Addr().String()
 	}
 	if cfg.Metrics != "" {
-		ln, err := listen(cfg.Metrics, metricsHandler(mgr.Status, engine.BundleVersion, cfg.Clock.Now))
+		ln, err := listen(cfg.Metrics, metricsHandler(reg, mgr.Status, engine.BundleVersion, cfg.Clock.Now))
 		if err != nil {
 			return fmt.Errorf("metrics: %w", err)
 		}
@@ -474,12 +507,18 @@ func plainServer(h http.Handler, logger *slog.Logger) *http.Server {
 	}
 }
 
-// inboundServer serves the mTLS listener: HTTP/2 from peer sidecars, which
-// multiplex every request on a few long-lived connections (HTTP/1.1 is also
-// accepted, for SPIFFE-aware clients).
+// inboundServer serves the mTLS listener: HTTP/2 only, from peer sidecars
+// (and SPIFFE-aware clients), which multiplex every request on a few
+// long-lived connections. The TLS config already refuses a client that does
+// not negotiate h2 (mtls.Mesh.ServerConfig); Protocols says the same to
+// net/http, so that ServeTLS does not add http/1.1 to the ALPN list and
+// would not serve HTTP/1.1 on a connection without h2.
 func inboundServer(h http.Handler, tlsCfg *tls.Config, logger *slog.Logger) *http.Server {
+	var h2Only http.Protocols
+	h2Only.SetHTTP2(true)
 	return &http.Server{
 		Handler:                      h,
+		Protocols:                    &h2Only,
 		DisableGeneralOptionsHandler: true,
 		TLSConfig:                    tlsCfg,
 		ReadHeaderTimeout:            10 * time.Second,

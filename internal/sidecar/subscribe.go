@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -49,8 +50,10 @@ type subscriber struct {
 	applied     chan struct{}
 	appliedOnce sync.Once
 
-	mu        sync.Mutex
-	cancel    context.CancelFunc
+	mu     sync.Mutex
+	cancel context.CancelFunc
+	// conn is the connection of the current stream, nil between streams.
+	conn      *grpc.ClientConn
 	connected bool
 	lastErr   string
 	lkg       bool // serving a last-known-good snapshot from disk
@@ -114,6 +117,14 @@ func (s *subscriber) session(ctx context.Context) error {
 		return err
 	}
 	defer conn.Close()
+	s.mu.Lock()
+	s.conn = conn
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.conn = nil
+		s.mu.Unlock()
+	}()
 	stream, err := apiv1.NewControlClient(conn).Subscribe(sctx)
 	if err != nil {
 		return s.streamErr(ctx, sctx, err)
@@ -250,6 +261,21 @@ func (s *subscriber) loadLastKnownGood() {
 	s.mu.Unlock()
 	s.appliedOnce.Do(func() { close(s.applied) })
 	s.logger.Warn("serving the last-known-good snapshot until the control plane answers", telemetry.KeyVersion, snap.GetVersion())
+}
+
+// report sends a Report on the connection of the current stream, so that
+// reporting costs no connection of its own.
+func (s *subscriber) report(ctx context.Context, req *apiv1.ReportRequest) error {
+	s.mu.Lock()
+	conn := s.conn
+	s.mu.Unlock()
+	if conn == nil {
+		return errNotConnected
+	}
+	ctx, cancel := context.WithTimeout(ctx, reportTimeout)
+	defer cancel()
+	_, err := apiv1.NewControlClient(conn).Report(ctx, req)
+	return err
 }
 
 func (s *subscriber) setConnected(c bool, lastErr string) {

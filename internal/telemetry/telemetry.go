@@ -57,6 +57,13 @@ const (
 	KeyPID          = "pid"
 	KeyAuthority    = "authority"
 	KeyDelay        = "delay"
+	KeyProvider     = "provider"
+	KeyVerb         = "verb"
+	KeyAudit        = "audit"
+	KeyAuditPolicy  = "audit_policy"
+	KeyDryRun       = "dry_run"
+	KeySuppressed   = "suppressed"
+	KeyReporter     = "reporter"
 )
 
 // Directions of a proxied request, the value of KeyDirection.
@@ -69,6 +76,33 @@ const (
 const (
 	DecisionAllow = "allow"
 	DecisionDeny  = "deny"
+)
+
+// Reasons of an authorization decision, the reason label of
+// bulwark_authz_decisions_total. The set is bounded and fixed: a label
+// never carries a path, an identity or anything else a caller chooses.
+const (
+	// ReasonAllowed: an ALLOW rule matched and no DENY rule did.
+	ReasonAllowed = "allowed"
+	// ReasonDenyRule: a DENY rule matched.
+	ReasonDenyRule = "deny_rule"
+	// ReasonNoAllowMatch: ALLOW policies select the workload, none of
+	// their rules matched.
+	ReasonNoAllowMatch = "no_allow_match"
+	// ReasonNoAllowPolicy: no enforced ALLOW policy selects the workload
+	// (fails closed).
+	ReasonNoAllowPolicy = "no_allow_policy"
+	// ReasonConditionError: a when condition failed to evaluate and the
+	// decision failed closed.
+	ReasonConditionError = "condition_error"
+	// ReasonUnauthenticated: the request's token was missing where one is
+	// required, or invalid (401).
+	ReasonUnauthenticated = "unauthenticated"
+	// ReasonRevoked: the peer's SVID is revoked.
+	ReasonRevoked = "revoked"
+	// ReasonPeerUnverified: the peer presented no SVID that is still
+	// valid.
+	ReasonPeerUnverified = "peer_unverified"
 )
 
 // Discard returns a logger that drops everything.

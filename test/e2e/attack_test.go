@@ -291,7 +291,7 @@ func TestAttackAdvertisedAddressFreezesPolicy(t *testing.T) {
 	}
 
 	// The operator revokes rogue's access to web.
-	mustCLI(t, m.env, "delete", "authorizationpolicy", "rogue-to-web")
+	mustCLI(t, m.env, "delete", "authorizationpolicy", "rogue-to-web", "--force")
 
 	deadline := time.Now().Add(5 * time.Second)
 	for {
@@ -361,7 +361,8 @@ func TestAttackMesh(t *testing.T) {
 	t.Run("operator_cert_at_proxy_inbound_holds", func(t *testing.T) {
 		before := apiApp.count()
 		cfg := alwaysSend(&tls.Config{Certificates: []tls.Certificate{operatorCert(t, m)}, InsecureSkipVerify: true, MinVersion: tls.VersionTLS13}) //nolint:gosec // inspecting the server
-		c := &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}, Timeout: 5 * time.Second}
+		// h2, so that only the certificate can fail the handshake.
+		c := &http.Client{Transport: &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: true}, Timeout: 5 * time.Second}
 		resp, err := c.Get("https://" + api.inbound + "/hello")
 		if err == nil {
 			resp.Body.Close()
@@ -651,7 +652,7 @@ func TestAttackMesh(t *testing.T) {
 				}
 			}()
 		}
-		mustCLI(t, m.env, "delete", "authorizationpolicy", "rogue-to-web")
+		mustCLI(t, m.env, "delete", "authorizationpolicy", "rogue-to-web", "--force")
 		deadline := time.Now().Add(5 * time.Second)
 		for {
 			code, _ := do(t, rogueAtWeb, http.MethodGet, "https://"+web.inbound+"/", "")

@@ -135,7 +135,17 @@ func TestSkeleton(t *testing.T) {
 		for _, proto := range []string{"h2", "http/1.1"} {
 			c := cfg.Clone()
 			c.NextProtos = []string{proto}
-			client := &http.Client{Transport: &http.Transport{TLSClientConfig: c, ForceAttemptHTTP2: proto == "h2"}, Timeout: 5 * time.Second}
+			tr := &http.Transport{TLSClientConfig: c, ForceAttemptHTTP2: proto == "h2"}
+			t.Cleanup(tr.CloseIdleConnections)
+			client := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+			if proto != "h2" {
+				// The inbound speaks HTTP/2 only: the handshake fails.
+				if resp, err := client.Get("https://" + api.inbound + "/hello"); err == nil {
+					resp.Body.Close()
+					t.Errorf("%s: got %d, want the handshake refused", proto, resp.StatusCode)
+				}
+				continue
+			}
 			code, body := do(t, client, http.MethodGet, "https://"+api.inbound+"/hello", "")
 			if code != http.StatusForbidden {
 				t.Errorf("%s: got %d (%s), want 403", proto, code, body)
@@ -143,14 +153,13 @@ func TestSkeleton(t *testing.T) {
 		}
 		// web's SVID straight to the inbound is allowed: the callee
 		// enforces by itself.
-		client := &http.Client{Transport: &http.Transport{TLSClientConfig: tlsConfigFromPEM(t, filepath.Join(web.dataDir, "svid.pem"))}, Timeout: 5 * time.Second}
-		if code, body := do(t, client, http.MethodGet, "https://"+api.inbound+"/hello", ""); code != http.StatusOK {
+		if code, body := do(t, svidClient(t, web.dataDir), http.MethodGet, "https://"+api.inbound+"/hello", ""); code != http.StatusOK {
 			t.Errorf("web's SVID straight to api: got %d (%s), want 200", code, body)
 		}
 	})
 
 	t.Run("path_normalization_cannot_reach_admin", func(t *testing.T) {
-		client := &http.Client{Transport: &http.Transport{TLSClientConfig: tlsConfigFromPEM(t, filepath.Join(web.dataDir, "svid.pem"))}, Timeout: 5 * time.Second}
+		client := svidClient(t, web.dataDir)
 		for _, p := range []string{"/public/../admin", "//admin", "/%61dmin", "/admin%2f", "/public/%2e%2e/admin", "/public%2f..%2fadmin", "/hello/..", "/public/..%5cadmin"} {
 			for _, base := range []string{"http://api.default", "https://" + api.inbound} {
 				c := wc
@@ -184,11 +193,12 @@ func TestSkeleton(t *testing.T) {
 	})
 
 	t.Run("connection_header_cannot_drop_identity", func(t *testing.T) {
-		// A caller naming the identity header in Connection must not make
-		// the proxy drop it on the way to the app.
-		cfg := tlsConfigFromPEM(t, filepath.Join(web.dataDir, "svid.pem"))
-		cfg.NextProtos = []string{"http/1.1"}
-		conn, err := tls.Dial("tcp", api.inbound, cfg)
+		// An app naming the identity header in Connection must not make
+		// the proxies drop it on the way to the callee's app. Connection
+		// is an HTTP/1.1 header, so it is sent where HTTP/1.1 is spoken:
+		// web's outbound (the inbound speaks HTTP/2 only, which forbids
+		// it).
+		conn, err := net.DialTimeout("tcp", web.outbound, 5*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -200,8 +210,12 @@ func TestSkeleton(t *testing.T) {
 			t.Fatal(err)
 		}
 		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("got %d %s, want 200 from api's app", resp.StatusCode, b)
+		}
 		if a := decodeAnswer(t, string(b)); len(a.XFCC) != 1 || !strings.HasSuffix(a.XFCC[0], "URI=spiffe://bulwark.local/ns/default/sa/web") {
-			t.Errorf("got X-Forwarded-Client-Cert %q at the app, want the proxy's value", a.XFCC)
+			t.Errorf("got X-Forwarded-Client-Cert %q at the app, want api's proxy's value", a.XFCC)
 		}
 	})
 
@@ -231,12 +245,14 @@ func TestSkeleton(t *testing.T) {
 	})
 
 	t.Run("foreign_ca_rejected_in_handshake", func(t *testing.T) {
-		cfg := &tls.Config{Certificates: []tls.Certificate{foreignCert(t)}, InsecureSkipVerify: true, MinVersion: tls.VersionTLS13} //nolint:gosec // inspecting the server
+		// Both clients offer h2, so that only the certificate can fail the
+		// handshake.
+		cfg := &tls.Config{Certificates: []tls.Certificate{foreignCert(t)}, InsecureSkipVerify: true, MinVersion: tls.VersionTLS13, NextProtos: []string{"h2"}} //nolint:gosec // inspecting the server
 		conn, err := tls.Dial("tcp", api.inbound, cfg)
 		if err == nil {
 			// With TLS 1.3 the client learns of the rejection on its first read.
 			_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
-			_, _ = conn.Write([]byte("GET /hello HTTP/1.1\r\nHost: api.default\r\n\r\n"))
+			_, _ = conn.Write([]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"))
 			_, err = conn.Read(make([]byte, 1))
 			conn.Close()
 		}
@@ -245,7 +261,7 @@ func TestSkeleton(t *testing.T) {
 			t.Fatalf("got %v, want a TLS alert rejecting the client certificate", err)
 		}
 		// No client certificate at all is rejected too.
-		conn, err = tls.Dial("tcp", api.inbound, &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13}) //nolint:gosec // inspecting the server
+		conn, err = tls.Dial("tcp", api.inbound, &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13, NextProtos: []string{"h2"}}) //nolint:gosec // inspecting the server
 		if err == nil {
 			_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
 			_, err = conn.Read(make([]byte, 1))

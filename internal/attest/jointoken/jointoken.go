@@ -65,13 +65,15 @@ func New(cfg Config) (*JoinTokens, error) {
 
 // tokenRecord is what the store keeps of a token: never the token itself.
 type tokenRecord struct {
-	Namespace string    `json:"namespace"`
-	Service   string    `json:"service"`
-	Account   string    `json:"account"`
-	CreatedBy string    `json:"createdBy,omitempty"`
-	CreatedAt time.Time `json:"createdAt"`
-	ExpiresAt time.Time `json:"expiresAt"`
-	UsedAt    time.Time `json:"usedAt,omitzero"`
+	Namespace string `json:"namespace"`
+	Service   string `json:"service"`
+	Account   string `json:"account"`
+	// Labels are bound to the instance that redeems the token.
+	Labels    map[string]string `json:"labels,omitempty"`
+	CreatedBy string            `json:"createdBy,omitempty"`
+	CreatedAt time.Time         `json:"createdAt"`
+	ExpiresAt time.Time         `json:"expiresAt"`
+	UsedAt    time.Time         `json:"usedAt,omitzero"`
 }
 
 // CreateRequest describes a token to create.
@@ -85,6 +87,9 @@ type CreateRequest struct {
 	Pin string
 	// CreatedBy names the operator, for the record.
 	CreatedBy string
+	// Labels to bind to the workload instance that redeems the token
+	// (validated by the caller, see config.ValidateLabel).
+	Labels map[string]string
 }
 
 // Create makes a token and stores its hash. The token is returned once and
@@ -125,6 +130,7 @@ func (j *JoinTokens) Create(ctx context.Context, req CreateRequest) (token strin
 		Namespace: req.Service.Namespace,
 		Service:   req.Service.Name,
 		Account:   req.Account,
+		Labels:    req.Labels,
 		CreatedBy: req.CreatedBy,
 		CreatedAt: now,
 		ExpiresAt: now.Add(req.TTL),
@@ -197,6 +203,7 @@ func (j *JoinTokens) redeem(ctx context.Context, ev attest.Evidence) (attest.Res
 	return attest.Result{
 		Service: identity.ServiceRef{Namespace: rec.Namespace, Name: rec.Service},
 		Account: rec.Account,
+		Labels:  rec.Labels,
 	}, nil
 }
 

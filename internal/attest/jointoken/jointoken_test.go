@@ -166,6 +166,12 @@ func TestAttestSingleUse(t *testing.T) {
 			want: attest.Result{Service: identity.ServiceRef{Namespace: "shop", Name: "cart"}, Account: "cart-sa"},
 		},
 		{
+			name: "labels_bound_to_token",
+			req:  jointoken.CreateRequest{Service: svcA, Labels: map[string]string{"version": "v2", "zone": "a"}},
+			ev:   svcA,
+			want: attest.Result{Service: svcA, Account: "a", Labels: map[string]string{"version": "v2", "zone": "a"}},
+		},
+		{
 			name: "pinned_token",
 			req:  jointoken.CreateRequest{Service: svcA, Pin: "sha256:" + strings.Repeat("A", 43)},
 			ev:   svcA,
@@ -186,7 +192,7 @@ func TestAttestSingleUse(t *testing.T) {
 			}
 
 			got, err = f.attest(tok, tt.ev)
-			if got != (attest.Result{}) {
+			if !cmp.Equal(got, attest.Result{}) {
 				t.Errorf("second Attest: got %+v, want the zero Result", got)
 			}
 			f.checkRejected(t, err, tok)
@@ -279,7 +285,7 @@ func TestAttestOtherServiceDoesNotConsume(t *testing.T) {
 			rev := f.revision(t)
 
 			got, err := f.attest(tok, tt.wrong)
-			if got != (attest.Result{}) {
+			if !cmp.Equal(got, attest.Result{}) {
 				t.Errorf("Attest as %s: got %+v, want the zero Result", tt.wrong, got)
 			}
 			f.checkRejected(t, err, tok)
@@ -291,7 +297,7 @@ func TestAttestOtherServiceDoesNotConsume(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Attest as %s after the rejection: got error %v, want nil (token not consumed)", svcA, err)
 			}
-			if want := (attest.Result{Service: svcA, Account: "a"}); res != want {
+			if want := (attest.Result{Service: svcA, Account: "a"}); !cmp.Equal(res, want) {
 				t.Errorf("Attest as %s: got %+v, want %+v", svcA, res, want)
 			}
 		})
@@ -321,7 +327,7 @@ func TestAttestRejectsBadTokens(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			res, err := f.attest(tt.token, svcA)
-			if res != (attest.Result{}) {
+			if !cmp.Equal(res, attest.Result{}) {
 				t.Errorf("Attest(%q): got %+v, want the zero Result", tt.token, res)
 			}
 			f.checkRejected(t, err, tt.token)
