@@ -89,10 +89,6 @@ func (s *Server) guardLockout(r *http.Request, op string, applied []config.Objec
 	if len(locks) == 0 {
 		return nil
 	}
-	details := make([]string, len(locks))
-	for i, l := range locks {
-		details[i] = l.String()
-	}
 	if force {
 		for _, l := range locks {
 			s.logger.Warn("policy change forced despite lock-out", telemetry.KeyOperator, op,
@@ -100,11 +96,60 @@ func (s *Server) guardLockout(r *http.Request, op string, applied []config.Objec
 		}
 		return nil
 	}
+	details, err := s.lockoutDetails(ctx, op, locks)
+	if err != nil {
+		return err
+	}
 	return &apiError{
 		status:  http.StatusConflict,
 		msg:     "refused: this change would leave services without any of the callers they have now; nothing was changed (check with `bulwark policy diff`, or pass --force to apply it anyway)",
 		details: details,
 	}
+}
+
+// lockoutDetails describes locks for op. Callers in namespaces where op may
+// not list services are counted, not named: a refusal must not tell a
+// namespace operator who calls a service from elsewhere in the mesh.
+func (s *Server) lockoutDetails(ctx context.Context, op string, locks []policycheck.Lockout) ([]string, error) {
+	a, err := s.authorizer(ctx, op)
+	if err != nil {
+		return nil, err
+	}
+	namespaces, everywhere := a.Namespaces(op, config.VerbList, config.KindService)
+	details := make([]string, len(locks))
+	for i, l := range locks {
+		if everywhere {
+			details[i] = l.String()
+			continue
+		}
+		var shown []string
+		hidden := 0
+		for _, caller := range l.Lost {
+			if slices.Contains(namespaces, callerNamespace(caller)) {
+				shown = append(shown, caller)
+			} else {
+				hidden++
+			}
+		}
+		if hidden > 0 {
+			shown = append(shown, fmt.Sprintf("%d in namespaces you may not list", hidden))
+		}
+		details[i] = policycheck.Lockout{Service: l.Service, Lost: shown}.String()
+	}
+	return details, nil
+}
+
+// callerNamespace returns the namespace of a caller as Lockout.Lost names
+// it: "ns/name", or a workload SPIFFE ID; "" when it is neither.
+func callerNamespace(caller string) string {
+	if id, err := spiffeid.FromString(caller); err == nil {
+		if w, err := identity.ParseWorkloadID(id); err == nil {
+			return w.Namespace
+		}
+		return ""
+	}
+	ns, _, _ := strings.Cut(caller, "/")
+	return ns
 }
 
 // currentPolicies reads every AuthorizationPolicy of the mesh.

@@ -130,6 +130,24 @@ func TestLockoutGuardApply(t *testing.T) {
 			t.Errorf("got %d %s, want 400 naming force", r.status, r.body)
 		}
 	})
+	t.Run("a_namespace_operator_is_not_told_callers_from_elsewhere", func(t *testing.T) {
+		a := lockoutMesh(t)
+		if err := a.registry.AddService(ctx, "web", identity.ServiceRef{Namespace: "other", Name: "web"}); err != nil {
+			t.Fatal(err)
+		}
+		a.mustApply(t, callersPolicy("api-callers", "shop/web", "other/web"),
+			roleJSON("shop", "editor", `[{"verbs":["get","list","apply"],"kinds":["AuthorizationPolicy","Service"]}]`),
+			bindingJSON("shop", "alice-edits", "editor", "alice"))
+		r := send(t, a.as(t, "alice"), http.MethodPost, a.srv.URL+"/v1/apply", "application/json",
+			applyBody(t, callersPolicy("api-callers", "shop/admin")))
+		if r.status != http.StatusConflict {
+			t.Fatalf("got %d %s, want 409", r.status, r.body)
+		}
+		want := []string{"shop/api would lose every caller: shop/web, 1 in namespaces you may not list"}
+		if diff := cmp.Diff(want, r.errorBody(t).Details); diff != "" {
+			t.Errorf("details (-want +got):\n%s", diff)
+		}
+	})
 	t.Run("a_service_that_is_not_running_is_not_guarded", func(t *testing.T) {
 		a := lockoutMesh(t)
 		err := a.registry.UpdateProxy(ctx, "shop", "api-1", func(p *registry.Proxy) { p.Live, p.Connected = false, false })
