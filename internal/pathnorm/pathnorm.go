@@ -22,11 +22,11 @@
 //
 // A "." or ".." segment followed by ';' parameters ("/public/..;/admin") is
 // rejected: servlet containers strip the parameters and then resolve the
-// dot segment. Other matrix parameters are not stripped: ';', ':', '@' and the other RFC 3986
-// sub-delimiters are ordinary path characters, so "/admin;x=1" is a different
-// path from "/admin" and policies match it literally. An app framework that
-// strips matrix parameters (some Java servers do) would serve "/admin" for
-// it; write policies for such apps with that in mind.
+// dot segment. Other matrix parameters are not stripped: ';', ':', '@' and the
+// other RFC 3986 sub-delimiters are ordinary path characters here, so the app
+// receives "/admin;x=1" as sent. internal/policy matches such a path both as
+// sent and without its parameters, since some frameworks route "/admin;x=1"
+// as "/admin".
 package pathnorm
 
 import "strings"

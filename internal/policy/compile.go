@@ -9,6 +9,7 @@ import (
 
 	"github.com/bulwarkmesh/bulwark/internal/condition"
 	"github.com/bulwarkmesh/bulwark/internal/config"
+	"github.com/bulwarkmesh/bulwark/internal/pathnorm"
 )
 
 // effect is what a compiled policy does.
@@ -257,8 +258,12 @@ type facts struct {
 	// host is r.Host normalized; ns the namespace of r.Source.ID ("" when
 	// it is not a workload ID); ip the peer address unmapped, invalid when
 	// unknown; servicesKnown whether the caller has a non-empty service.
-	host          string
-	ns            string
+	host string
+	ns   string
+	// pathAlt is r.Path without matrix parameters when it has any ("" when
+	// it has none): paths and notPaths see both readings, the one that
+	// denies more winning.
+	pathAlt       string
 	ip            netip.Addr
 	servicesKnown bool
 	// vars are the condition variables, built on first use; condErr
@@ -293,7 +298,37 @@ func newFacts(r *Request) facts {
 			break
 		}
 	}
+	if strings.IndexByte(r.Path, ';') >= 0 {
+		q.pathAlt = withoutMatrixParams(r.Path)
+	}
 	return q
+}
+
+// withoutMatrixParams returns p with the ';' parameters of every segment
+// removed and the result normalized ("/admin;x/secret;y" is
+// "/admin/secret"): the path as servlet containers (Tomcat, Jetty) and
+// other frameworks that strip matrix parameters route it. It allocates;
+// Decide calls it only for paths that hold a ';'.
+func withoutMatrixParams(p string) string {
+	var b strings.Builder
+	b.Grow(len(p))
+	for len(p) > 0 {
+		seg := p
+		if i := strings.IndexByte(p[1:], '/'); i >= 0 {
+			seg, p = p[:i+1], p[i+1:]
+		} else {
+			p = ""
+		}
+		if i := strings.IndexByte(seg, ';'); i >= 0 {
+			seg = seg[:i]
+		}
+		b.WriteString(seg)
+	}
+	out := b.String()
+	if norm, err := pathnorm.Normalize(out); err == nil {
+		return norm
+	}
+	return out
 }
 
 // conditionVars returns the condition variables of the request, building
@@ -393,12 +428,33 @@ func (rl *compiledRule) fieldOK(f field, q *facts, deny bool) bool {
 		}
 		return !rl.notMethods.match(q, !deny)
 	case fieldPaths:
-		return r.Path != "" && rl.paths.match(r.Path)
+		if r.Path == "" {
+			return false
+		}
+		in := rl.paths.match(r.Path)
+		if q.pathAlt != "" {
+			// Both readings of a path with matrix parameters: either
+			// one is in the list for a DENY, both for an ALLOW.
+			if alt := rl.paths.match(q.pathAlt); deny {
+				in = in || alt
+			} else {
+				in = in && alt
+			}
+		}
+		return in
 	case fieldNotPaths:
-		if !(r.Path != "") {
+		if r.Path == "" {
 			return deny
 		}
-		return !rl.notPaths.match(r.Path)
+		in := rl.notPaths.match(r.Path)
+		if q.pathAlt != "" {
+			if alt := rl.notPaths.match(q.pathAlt); deny {
+				in = in && alt
+			} else {
+				in = in || alt
+			}
+		}
+		return !in
 	case fieldPorts:
 		return r.Port > 0 && rl.ports.match(r.Port)
 	case fieldNotPorts:

@@ -98,6 +98,11 @@
 //     "/prefixfoo") [prefix_not_longer_segment], or a glob where '*' matches
 //     a run of characters within one segment ("/users/*/profile",
 //     "/img/*.png"; never across '/') [path_glob_within_segment].
+//     A path with ';' matrix parameters is read two ways, as sent and
+//     without the parameters ("/admin;x/a" is also "/admin/a", as Tomcat and
+//     Jetty route it): for to.paths either reading in the list counts in a
+//     DENY rule and both are needed in an ALLOW rule, and the other way
+//     round for to.notPaths (TestBypass pins it).
 //   - to.methods: exact and case-sensitive, "*" for any; a rule naming GET
 //     also matches HEAD, which servers answer with their GET handlers
 //     [deny_get_denies_head]. A method with lower-case letters ("get"; the

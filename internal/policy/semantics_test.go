@@ -537,6 +537,51 @@ func TestBypass(t *testing.T) {
 		req      policy.Request
 	}{
 		{
+			// Tomcat and Jetty route /admin;x/secret as /admin/secret.
+			name: "deny_prefix_with_matrix_params",
+			svc:  svcWeb(),
+			policies: []*config.AuthorizationPolicy{allowAllPol,
+				pol("deny-admin", "", config.ActionDeny, config.Rule{To: &config.Operation{Paths: list("/admin/*")}})},
+			req: webCaller("GET", "/admin;x/secret"),
+		},
+		{
+			name: "deny_exact_with_matrix_params",
+			svc:  svcWeb(),
+			policies: []*config.AuthorizationPolicy{allowAllPol,
+				pol("deny-admin", "", config.ActionDeny, config.Rule{To: &config.Operation{Paths: list("/admin")}})},
+			req: webCaller("GET", "/admin;jsessionid=1"),
+		},
+		{
+			name: "deny_with_matrix_params_in_an_empty_segment",
+			svc:  svcWeb(),
+			policies: []*config.AuthorizationPolicy{allowAllPol,
+				pol("deny-admin", "", config.ActionDeny, config.Rule{To: &config.Operation{Paths: list("/admin/*")}})},
+			req: webCaller("GET", "/;x/admin/users"),
+		},
+		{
+			name: "deny_not_paths_with_matrix_params",
+			svc:  svcWeb(),
+			policies: []*config.AuthorizationPolicy{allowAllPol,
+				pol("only-public", "", config.ActionDeny, config.Rule{To: &config.Operation{NotPaths: list("/public/*")}})},
+			req: webCaller("GET", "/public;x/file"),
+		},
+		{
+			// An app that does not strip parameters sees the segment
+			// "public;x", not "public": both readings must be allowed.
+			name: "allow_prefix_with_matrix_params_in_the_prefix",
+			svc:  svcWeb(),
+			policies: []*config.AuthorizationPolicy{
+				pol("allow-public", "", config.ActionAllow, config.Rule{To: &config.Operation{Paths: list("/public/*")}})},
+			req: webCaller("GET", "/public;x/file"),
+		},
+		{
+			name: "allow_not_paths_with_matrix_params",
+			svc:  svcWeb(),
+			policies: []*config.AuthorizationPolicy{
+				pol("allow-but-admin", "", config.ActionAllow, config.Rule{To: &config.Operation{NotPaths: list("/admin/*")}})},
+			req: webCaller("GET", "/admin;x/secret"),
+		},
+		{
 			name:     "allow_not_principals_without_principal",
 			svc:      svcWeb(),
 			policies: []*config.AuthorizationPolicy{pol("allow-but-evil", "", config.ActionAllow, config.Rule{From: &config.Source{NotRequestPrincipals: list("https://evil.example/*")}})},
