@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/lestrrat-go/jwx/v3/jwa"
+	"github.com/lestrrat-go/jwx/v3/jwk"
 
 	"github.com/bulwarkmesh/bulwark/internal/authn"
 	"github.com/bulwarkmesh/bulwark/internal/config"
@@ -110,6 +111,10 @@ func TestAuthenticateRejects(t *testing.T) {
 		{name: "missing_kid_with_several_keys", providers: []authn.Provider{{Spec: twoRSA, JWKS: []byte(twoRSA.Spec.JWKS)}}, req: bearer(sign(t, rsaSigner(""), claims("alice"), nil)), want: "no kid and 2 keys"},
 		{name: "unknown_kid", req: bearer(sign(t, rsaSigner("r9"), claims("alice"), nil)), want: `unknown kid "r9"`},
 		{name: "signed_by_another_key", req: bearer(sign(t, signingKey{kid: "r1", alg: jwa.RS256(), priv: rsaKey2}, claims("alice"), nil)), want: "signature verification failed"},
+		// The attacker's key travels in the token (jwk) or behind a URL
+		// it names (jku, x5u): keys come from the provider only.
+		{name: "embedded_jwk_and_jku_ignored", req: bearer(sign(t, signingKey{kid: "r1", alg: jwa.RS256(), priv: rsaKey2}, claims("alice"),
+			map[string]any{"jwk": attackerJWK(t), "jku": "https://evil.example/jwks", "x5u": "https://evil.example/cert"})), want: "signature verification failed"},
 		{name: "expired", req: bearer(sign(t, r1, with(func(c map[string]any) { c["exp"] = now.Add(-2 * time.Minute).Unix() }), nil)), want: "token expired"},
 		{name: "no_exp", req: bearer(sign(t, r1, with(func(c map[string]any) { delete(c, "exp") }), nil)), want: "no exp"},
 		{name: "nbf_in_future_beyond_skew", req: bearer(sign(t, r1, with(func(c map[string]any) { c["nbf"] = now.Add(5 * time.Minute).Unix() }), nil)), want: "not yet valid"},
@@ -430,4 +435,15 @@ func TestNew(t *testing.T) {
 			t.Fatalf("got %v, want an error naming the provider", err)
 		}
 	})
+}
+
+// attackerJWK is the public key of rsaKey2 as a JWK, for tokens that carry
+// their own key.
+func attackerJWK(t testing.TB) jwk.Key {
+	t.Helper()
+	k, err := jwk.Import(rsaKey2.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
 }
