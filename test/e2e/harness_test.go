@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -167,13 +168,37 @@ func mustCLI(t *testing.T, env []string, args ...string) string {
 // freeAddr returns a free loopback host:port.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	// Ports are handed out below the kernel's ephemeral range, where no
+	// client connection of this or another test takes a port between
+	// the check and the process binding it (which made a control plane
+	// fail with "address already in use" now and then).
+	for range portRange {
+		p := portBase + int(nextPort.Add(1))%portRange
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		return ln.Addr().String()
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	t.Fatal("no free port below the ephemeral range")
+	return ""
 }
+
+// Listen ports of the processes the tests start: [portBase,
+// portBase+portRange) lies below Linux's default ephemeral range
+// (32768-60999). nextPort starts at a per-process offset so that two test
+// binaries running at once rarely probe the same ports.
+const (
+	portBase  = 20000
+	portRange = 12000
+)
+
+var nextPort = func() *atomic.Int32 {
+	var n atomic.Int32
+	n.Store(int32(os.Getpid() * 97 % portRange))
+	return &n
+}()
 
 // eventually retries f until it returns nil or the timeout passes.
 func eventually(t *testing.T, timeout time.Duration, what string, f func() error) {
