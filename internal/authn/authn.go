@@ -33,6 +33,7 @@
 package authn
 
 import (
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -100,6 +101,8 @@ type Authenticator struct {
 	claimHeaders []string
 	// required: some provider refuses requests without a token.
 	required bool
+	// cache holds tokens already verified, by digest.
+	cache verifiedCache
 }
 
 type provider struct {
@@ -317,6 +320,34 @@ func (a *Authenticator) find(r *http.Request) ([]found, error) {
 // verify checks one token and returns its provider, the parsed token and
 // its claims.
 func (a *Authenticator) verify(token string) (*provider, jwt.Token, map[string]any, error) {
+	digest := sha256.Sum256([]byte(token))
+	if v, ok := a.cache.get(digest); ok {
+		// Signature, issuer, key and audience do not change; time does.
+		if err := a.validateTimes(v.p, v.tok); err != nil {
+			return nil, nil, nil, err
+		}
+		return v.p, v.tok, v.claims, nil
+	}
+	p, tok, claims, err := a.verifyUncached(token)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	a.cache.put(digest, &verified{p: p, tok: tok, claims: claims})
+	return p, tok, claims, nil
+}
+
+// validateTimes checks exp (required), nbf and iat of tok against the clock
+// with p's skew.
+func (a *Authenticator) validateTimes(p *provider, tok jwt.Token) error {
+	if err := jwt.Validate(tok, jwt.WithClock(a.clock), jwt.WithAcceptableSkew(p.skew), jwt.WithRequiredClaim(jwt.ExpirationKey)); err != nil {
+		return unauthorized("%s", validationReason(err))
+	}
+	return nil
+}
+
+// verifyUncached verifies token from scratch: its form, issuer, key,
+// signature, time claims and audience.
+func (a *Authenticator) verifyUncached(token string) (*provider, jwt.Token, map[string]any, error) {
 	switch n := strings.Count(token, "."); {
 	case token == "":
 		return nil, nil, nil, unauthorized("empty token")
@@ -390,8 +421,8 @@ func (a *Authenticator) verify(token string) (*provider, jwt.Token, map[string]a
 	if _, err := jws.VerifyCompactFast(key.Public, raw, key.Alg); err != nil {
 		return nil, nil, nil, unauthorized("signature verification failed")
 	}
-	if err := jwt.Validate(tok, jwt.WithClock(a.clock), jwt.WithAcceptableSkew(p.skew), jwt.WithRequiredClaim(jwt.ExpirationKey)); err != nil {
-		return nil, nil, nil, unauthorized("%s", validationReason(err))
+	if err := a.validateTimes(p, tok); err != nil {
+		return nil, nil, nil, err
 	}
 	if len(p.audiences) > 0 {
 		auds, _ := tok.Audience()

@@ -11,11 +11,15 @@ import (
 	"testing"
 
 	"github.com/lestrrat-go/jwx/v3/jwa"
+
+	"github.com/bulwarkmesh/bulwark/internal/authn"
 )
 
-// BenchmarkAuthenticate verifies one token per iteration with a warm key
-// set: the Authenticator is built once, as the proxy builds it once per
-// snapshot.
+// BenchmarkAuthenticate verifies tokens with a warm key set: the
+// Authenticator is built once, as the proxy builds it once per snapshot.
+// "repeat" sends the same token every time (a client reusing its token: the
+// verified-token cache answers); "distinct" cycles through more tokens than
+// the cache holds, so every one is verified from scratch.
 func BenchmarkAuthenticate(b *testing.B) {
 	for _, bc := range []struct {
 		name string
@@ -24,20 +28,33 @@ func BenchmarkAuthenticate(b *testing.B) {
 		{name: "ES256", key: signingKey{kid: "e1", alg: jwa.ES256(), priv: ecKey1}},
 		{name: "RS256_2048", key: signingKey{kid: "r1", alg: jwa.RS256(), priv: rsaKey1}},
 	} {
-		b.Run(bc.name, func(b *testing.B) {
-			p := provider(b, "idp", jwksOf(b, false, bc.key), nil)
-			a := newAuthenticator(b, p)
-			value := []string{"Bearer " + sign(b, bc.key, claims("alice"), nil)}
-			r := bearer("")
-			b.ReportAllocs()
-			for b.Loop() {
-				r.Header["Authorization"] = value
-				res, err := a.Authenticate(r)
-				if err != nil || res.Principal == "" {
-					b.Fatalf("got %+v, %v", res, err)
+		p := provider(b, "idp", jwksOf(b, false, bc.key), nil)
+		distinct := make([][]string, 2*authn.MaxVerified)
+		for i := range distinct {
+			cl := claims("alice")
+			cl["jti"] = i
+			distinct[i] = []string{"Bearer " + sign(b, bc.key, cl, nil)}
+		}
+		for _, mode := range []string{"repeat", "distinct"} {
+			b.Run(bc.name+"/"+mode, func(b *testing.B) {
+				a := newAuthenticator(b, p)
+				r := bearer("")
+				b.ReportAllocs()
+				i := 0
+				for b.Loop() {
+					v := distinct[0]
+					if mode == "distinct" {
+						v = distinct[i%len(distinct)]
+						i++
+					}
+					r.Header["Authorization"] = v
+					res, err := a.Authenticate(r)
+					if err != nil || res.Principal == "" {
+						b.Fatalf("got %+v, %v", res, err)
+					}
 				}
-			}
-		})
+			})
+		}
 	}
 }
 
