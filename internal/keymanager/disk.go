@@ -163,7 +163,7 @@ func openKeyring(dir string, secret Secret, files []keyFile, logger *slog.Logger
 			clear(kek)
 			return nil, false, fmt.Errorf("create keyring: %w", err)
 		}
-		err = writeNew(path, data, diskKeyMode)
+		err = fileutil.WriteNew(path, data, diskKeyMode)
 		if err == nil {
 			logger.Info(msgKeyringCreated, telemetry.KeyPath, path, telemetry.KeyKind, kr.KDF)
 			return kek, true, nil
@@ -346,7 +346,7 @@ func (d *Disk) Delete(_ context.Context, id string) error {
 	if err != nil {
 		return fmt.Errorf("delete key %q: %w", id, err)
 	}
-	if err := syncDir(d.dir); err != nil {
+	if err := fileutil.SyncDir(d.dir); err != nil {
 		return fmt.Errorf("delete key %q: %w", id, err)
 	}
 	return nil
@@ -456,18 +456,4 @@ func decodePEM(data []byte) (*pem.Block, error) {
 // keyAAD returns the additional data of the encrypted key id.
 func keyAAD(id string) []byte {
 	return []byte(encryptedKeyAAD + id)
-}
-
-// syncDir syncs the directory dir, making renames and removals in it
-// durable.
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync dir: %w", err)
-	}
-	defer f.Close()
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("sync dir: %w", err)
-	}
-	return nil
 }

@@ -10,6 +10,8 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+
+	"github.com/bulwarkmesh/bulwark/internal/fileutil"
 )
 
 const (
@@ -155,7 +157,7 @@ func CreateKeyFile(path string) error {
 	data := base64.StdEncoding.AppendEncode(nil, key)
 	data = append(data, '\n')
 	clear(key)
-	err := writeNew(path, data, keyFileMode)
+	err := fileutil.WriteNew(path, data, keyFileMode)
 	clear(data)
 	if err != nil {
 		return fmt.Errorf("create ca key file: %w", err)
