@@ -334,20 +334,10 @@ func (e *Engine) Upstream(svc identity.ServiceRef) http.Handler {
 		rw := newRecorder(w)
 		info := &logInfo{direction: telemetry.DirectionOutbound, source: e.selfID(), destination: svc.String(), start: time.Now()}
 		defer e.finish(r, rw, info)
-		if !validMethod(r.Method) {
-			e.reject(rw, info, http.StatusBadRequest, "bad request", "method is not upper case")
+		path, query, ok := e.hygiene(rw, info, r, r.RequestURI)
+		if !ok {
 			return
 		}
-		if err := checkAuthority(r); err != nil {
-			e.reject(rw, info, http.StatusBadRequest, "bad request", err.Error())
-			return
-		}
-		path, query, err := originTarget(r.RequestURI)
-		if err != nil {
-			e.reject(rw, info, http.StatusBadRequest, "bad request", err.Error())
-			return
-		}
-		info.path = path
 		// The Host of a per-upstream listener names the listener, not the
 		// service: the port is the default.
 		e.forward(rw, r, info, svc, "", path, query)
@@ -393,6 +383,29 @@ func validMethod(m string) bool {
 	return m != ""
 }
 
+// hygiene applies the checks every request passes before anything else,
+// in every direction: an upper-case method, an unambiguous authority, and an
+// origin-form target whose path it normalizes (DESIGN §3). It answers 400
+// itself and returns ok=false for a request that fails one; otherwise it
+// returns the normalized path and the query as sent.
+func (e *Engine) hygiene(rw *recorder, info *logInfo, r *http.Request, target string) (path, query string, ok bool) {
+	if !validMethod(r.Method) {
+		e.reject(rw, info, http.StatusBadRequest, "bad request", "method is not upper case")
+		return "", "", false
+	}
+	if err := checkAuthority(r); err != nil {
+		e.reject(rw, info, http.StatusBadRequest, "bad request", err.Error())
+		return "", "", false
+	}
+	path, query, err := originTarget(target)
+	if err != nil {
+		e.reject(rw, info, http.StatusBadRequest, "bad request", err.Error())
+		return "", "", false
+	}
+	info.path = path
+	return path, query, true
+}
+
 func (e *Engine) serveInbound(w http.ResponseWriter, r *http.Request) {
 	rw := newRecorder(w)
 	info := &logInfo{direction: telemetry.DirectionInbound, destination: e.cfg.Service.String(), start: time.Now()}
@@ -408,20 +421,10 @@ func (e *Engine) serveInbound(w http.ResponseWriter, r *http.Request) {
 		e.reject(rw, info, http.StatusForbidden, "forbidden", err.Error())
 		return
 	}
-	if !validMethod(r.Method) {
-		e.reject(rw, info, http.StatusBadRequest, "bad request", "method is not upper case")
+	path, query, ok := e.hygiene(rw, info, r, r.RequestURI)
+	if !ok {
 		return
 	}
-	if err := checkAuthority(r); err != nil {
-		e.reject(rw, info, http.StatusBadRequest, "bad request", err.Error())
-		return
-	}
-	path, query, err := originTarget(r.RequestURI)
-	if err != nil {
-		e.reject(rw, info, http.StatusBadRequest, "bad request", err.Error())
-		return
-	}
-	info.path = path
 	t := e.table.Load()
 	if t == nil {
 		e.reject(rw, info, http.StatusServiceUnavailable, "proxy not ready", "no snapshot yet")
@@ -488,26 +491,16 @@ func (e *Engine) serveOutbound(w http.ResponseWriter, r *http.Request) {
 		e.reject(rw, info, http.StatusMethodNotAllowed, "CONNECT is not supported", "connect")
 		return
 	}
-	if !validMethod(r.Method) {
-		e.reject(rw, info, http.StatusBadRequest, "bad request", "method is not upper case")
-		return
-	}
-	if err := checkAuthority(r); err != nil {
-		e.reject(rw, info, http.StatusBadRequest, "bad request", err.Error())
-		return
-	}
 	host, target, err := outboundTarget(r)
 	if err != nil {
 		e.reject(rw, info, http.StatusBadRequest, err.Error(), err.Error())
 		return
 	}
 	info.destination = host
-	path, query, err := originTarget(target)
-	if err != nil {
-		e.reject(rw, info, http.StatusBadRequest, "bad request", err.Error())
+	path, query, ok := e.hygiene(rw, info, r, target)
+	if !ok {
 		return
 	}
-	info.path = path
 	svc, err := identity.ServiceFromHost(host, e.cfg.Service.Namespace)
 	if err != nil {
 		e.reject(rw, info, http.StatusServiceUnavailable, "no such service", "host is not a mesh service")
