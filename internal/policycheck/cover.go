@@ -183,17 +183,26 @@ func hostCovers(outer, inner string) bool {
 // hostDisjoint: two names without '*' that differ, or a name a pattern
 // provably does not match.
 func hostDisjoint(a, b string) bool {
+	disjoint, _ := patternsDisjoint(a, b, hostMatchLoose)
+	return disjoint
+}
+
+// patternsDisjoint decides whether patterns a and b share no value when at
+// least one of them is "*" or has no '*' (decided=true): then they are
+// disjoint when they are two different values, or when matchLoose says the
+// pattern cannot match the value. Two patterns with '*' are left undecided.
+func patternsDisjoint(a, b string, matchLoose func(pattern, value string) bool) (disjoint, decided bool) {
 	switch {
 	case a == "*" || b == "*":
-		return false
+		return false, true
 	case !hasStar(a) && !hasStar(b):
-		return a != b
+		return a != b, true
 	case !hasStar(a):
-		return !hostMatchLoose(b, a)
+		return !matchLoose(b, a), true
 	case !hasStar(b):
-		return !hostMatchLoose(a, b)
+		return !matchLoose(a, b), true
 	}
-	return false
+	return false, false
 }
 
 // hostMatchLoose reports whether host pattern p might match name: it errs
@@ -257,15 +266,8 @@ func pathMatchLoose(p, path string) bool {
 
 // pathDisjoint: two paths that differ, or a path a pattern does not match.
 func pathDisjoint(a, b string) bool {
-	switch {
-	case a == "*" || b == "*":
-		return false
-	case !hasStar(a) && !hasStar(b):
-		return a != b
-	case !hasStar(a):
-		return !pathMatchLoose(b, a)
-	case !hasStar(b):
-		return !pathMatchLoose(a, b)
+	if disjoint, decided := patternsDisjoint(a, b, pathMatchLoose); decided {
+		return disjoint
 	}
 	// Two prefixes neither of which is below the other are disjoint.
 	pa, oka := pathPrefix(a)
