@@ -398,6 +398,7 @@ type SubscribeRequest struct {
 	//
 	//	*SubscribeRequest_Node
 	//	*SubscribeRequest_Ack
+	//	*SubscribeRequest_Status
 	Kind          isSubscribeRequest_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -458,6 +459,15 @@ func (x *SubscribeRequest) GetAck() *Ack {
 	return nil
 }
 
+func (x *SubscribeRequest) GetStatus() *Status {
+	if x != nil {
+		if x, ok := x.Kind.(*SubscribeRequest_Status); ok {
+			return x.Status
+		}
+	}
+	return nil
+}
+
 type isSubscribeRequest_Kind interface {
 	isSubscribeRequest_Kind()
 }
@@ -470,9 +480,72 @@ type SubscribeRequest_Ack struct {
 	Ack *Ack `protobuf:"bytes,2,opt,name=ack,proto3,oneof"`
 }
 
+type SubscribeRequest_Status struct {
+	Status *Status `protobuf:"bytes,3,opt,name=status,proto3,oneof"`
+}
+
 func (*SubscribeRequest_Node) isSubscribeRequest_Kind() {}
 
 func (*SubscribeRequest_Ack) isSubscribeRequest_Kind() {}
+
+func (*SubscribeRequest_Status) isSubscribeRequest_Kind() {}
+
+// Status changes how the proxy's callers see it, at any time after Node.
+type Status struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// draining: callers stop sending new requests to this proxy (requests
+	// already sent finish). `bulwark proxy drain` and SIGTERM set it.
+	Draining bool `protobuf:"varint,1,opt,name=draining,proto3" json:"draining,omitempty"`
+	// leaving: the proxy is shutting down; the control plane removes its
+	// endpoint now instead of after the disconnect grace period.
+	Leaving       bool `protobuf:"varint,2,opt,name=leaving,proto3" json:"leaving,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Status) Reset() {
+	*x = Status{}
+	mi := &file_bulwark_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Status) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Status) ProtoMessage() {}
+
+func (x *Status) ProtoReflect() protoreflect.Message {
+	mi := &file_bulwark_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Status.ProtoReflect.Descriptor instead.
+func (*Status) Descriptor() ([]byte, []int) {
+	return file_bulwark_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *Status) GetDraining() bool {
+	if x != nil {
+		return x.Draining
+	}
+	return false
+}
+
+func (x *Status) GetLeaving() bool {
+	if x != nil {
+		return x.Leaving
+	}
+	return false
+}
 
 // Node is the first message of a Subscribe stream. The control plane learns
 // the proxy's SVID (serial, expiry, issuer) from the stream's TLS
@@ -489,14 +562,21 @@ type Node struct {
 	// the proxy has no inbound listener (a client-only sidecar).
 	Address string `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
 	// Build version of the proxy.
-	Version       string `protobuf:"bytes,4,opt,name=version,proto3" json:"version,omitempty"`
+	Version string `protobuf:"bytes,4,opt,name=version,proto3" json:"version,omitempty"`
+	// Locality of the proxy, "region/zone" (either part may be empty), for
+	// locality-aware load balancing. Empty: unknown.
+	Locality string `protobuf:"bytes,5,opt,name=locality,proto3" json:"locality,omitempty"`
+	// Protocol of the app behind the inbound listener: "http" (HTTP/1.1),
+	// "http2" or "grpc" (HTTP/2 without TLS, prior knowledge), or "tcp".
+	// Empty means "http".
+	Protocol      string `protobuf:"bytes,6,opt,name=protocol,proto3" json:"protocol,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Node) Reset() {
 	*x = Node{}
-	mi := &file_bulwark_proto_msgTypes[8]
+	mi := &file_bulwark_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -508,7 +588,7 @@ func (x *Node) String() string {
 func (*Node) ProtoMessage() {}
 
 func (x *Node) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_proto_msgTypes[8]
+	mi := &file_bulwark_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -521,7 +601,7 @@ func (x *Node) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Node.ProtoReflect.Descriptor instead.
 func (*Node) Descriptor() ([]byte, []int) {
-	return file_bulwark_proto_rawDescGZIP(), []int{8}
+	return file_bulwark_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Node) GetService() string {
@@ -552,6 +632,20 @@ func (x *Node) GetVersion() string {
 	return ""
 }
 
+func (x *Node) GetLocality() string {
+	if x != nil {
+		return x.Locality
+	}
+	return ""
+}
+
+func (x *Node) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
+	}
+	return ""
+}
+
 // Ack acknowledges a snapshot version; a non-empty error is a NACK: the
 // proxy keeps serving its previous snapshot.
 type Ack struct {
@@ -564,7 +658,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_bulwark_proto_msgTypes[9]
+	mi := &file_bulwark_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -576,7 +670,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_proto_msgTypes[9]
+	mi := &file_bulwark_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -589,7 +683,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_bulwark_proto_rawDescGZIP(), []int{9}
+	return file_bulwark_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Ack) GetVersion() int64 {
@@ -644,7 +738,7 @@ type Snapshot struct {
 
 func (x *Snapshot) Reset() {
 	*x = Snapshot{}
-	mi := &file_bulwark_proto_msgTypes[10]
+	mi := &file_bulwark_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -656,7 +750,7 @@ func (x *Snapshot) String() string {
 func (*Snapshot) ProtoMessage() {}
 
 func (x *Snapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_proto_msgTypes[10]
+	mi := &file_bulwark_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -669,7 +763,7 @@ func (x *Snapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Snapshot.ProtoReflect.Descriptor instead.
 func (*Snapshot) Descriptor() ([]byte, []int) {
-	return file_bulwark_proto_rawDescGZIP(), []int{10}
+	return file_bulwark_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Snapshot) GetVersion() int64 {
@@ -763,7 +857,7 @@ type JWTProvider struct {
 
 func (x *JWTProvider) Reset() {
 	*x = JWTProvider{}
-	mi := &file_bulwark_proto_msgTypes[11]
+	mi := &file_bulwark_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -775,7 +869,7 @@ func (x *JWTProvider) String() string {
 func (*JWTProvider) ProtoMessage() {}
 
 func (x *JWTProvider) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_proto_msgTypes[11]
+	mi := &file_bulwark_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -788,7 +882,7 @@ func (x *JWTProvider) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JWTProvider.ProtoReflect.Descriptor instead.
 func (*JWTProvider) Descriptor() ([]byte, []int) {
-	return file_bulwark_proto_rawDescGZIP(), []int{11}
+	return file_bulwark_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *JWTProvider) GetResource() []byte {
@@ -814,7 +908,7 @@ type ReportRequest struct {
 
 func (x *ReportRequest) Reset() {
 	*x = ReportRequest{}
-	mi := &file_bulwark_proto_msgTypes[12]
+	mi := &file_bulwark_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -826,7 +920,7 @@ func (x *ReportRequest) String() string {
 func (*ReportRequest) ProtoMessage() {}
 
 func (x *ReportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_proto_msgTypes[12]
+	mi := &file_bulwark_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -839,7 +933,7 @@ func (x *ReportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportRequest.ProtoReflect.Descriptor instead.
 func (*ReportRequest) Descriptor() ([]byte, []int) {
-	return file_bulwark_proto_rawDescGZIP(), []int{12}
+	return file_bulwark_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ReportRequest) GetDenials() []*Denial {
@@ -857,7 +951,7 @@ type ReportResponse struct {
 
 func (x *ReportResponse) Reset() {
 	*x = ReportResponse{}
-	mi := &file_bulwark_proto_msgTypes[13]
+	mi := &file_bulwark_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -869,7 +963,7 @@ func (x *ReportResponse) String() string {
 func (*ReportResponse) ProtoMessage() {}
 
 func (x *ReportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_proto_msgTypes[13]
+	mi := &file_bulwark_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -882,7 +976,7 @@ func (x *ReportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportResponse.ProtoReflect.Descriptor instead.
 func (*ReportResponse) Descriptor() ([]byte, []int) {
-	return file_bulwark_proto_rawDescGZIP(), []int{13}
+	return file_bulwark_proto_rawDescGZIP(), []int{14}
 }
 
 // Denial is one kind of denied request seen by a proxy since its last
@@ -915,7 +1009,7 @@ type Denial struct {
 
 func (x *Denial) Reset() {
 	*x = Denial{}
-	mi := &file_bulwark_proto_msgTypes[14]
+	mi := &file_bulwark_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -927,7 +1021,7 @@ func (x *Denial) String() string {
 func (*Denial) ProtoMessage() {}
 
 func (x *Denial) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_proto_msgTypes[14]
+	mi := &file_bulwark_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -940,7 +1034,7 @@ func (x *Denial) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Denial.ProtoReflect.Descriptor instead.
 func (*Denial) Descriptor() ([]byte, []int) {
-	return file_bulwark_proto_rawDescGZIP(), []int{14}
+	return file_bulwark_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Denial) GetDirection() string {
@@ -1037,14 +1131,20 @@ type Inbound struct {
 	Policies [][]byte `protobuf:"bytes,1,rep,name=policies,proto3" json:"policies,omitempty"`
 	// The services of every identity the policies can name, so that
 	// `from.services` is evaluated on the callee without asking anyone.
-	Peers         []*PeerIdentity `protobuf:"bytes,2,rep,name=peers,proto3" json:"peers,omitempty"`
+	Peers []*PeerIdentity `protobuf:"bytes,2,rep,name=peers,proto3" json:"peers,omitempty"`
+	// The TrafficPolicy of this service (JSON), if any: the inbound side
+	// enforces its rate limits.
+	TrafficPolicy []byte `protobuf:"bytes,3,opt,name=traffic_policy,json=trafficPolicy,proto3" json:"traffic_policy,omitempty"`
+	// The Route resources of this service (JSON): the inbound side enforces
+	// per-rule rate limits.
+	Routes        [][]byte `protobuf:"bytes,4,rep,name=routes,proto3" json:"routes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Inbound) Reset() {
 	*x = Inbound{}
-	mi := &file_bulwark_proto_msgTypes[15]
+	mi := &file_bulwark_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1056,7 +1156,7 @@ func (x *Inbound) String() string {
 func (*Inbound) ProtoMessage() {}
 
 func (x *Inbound) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_proto_msgTypes[15]
+	mi := &file_bulwark_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1069,7 +1169,7 @@ func (x *Inbound) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Inbound.ProtoReflect.Descriptor instead.
 func (*Inbound) Descriptor() ([]byte, []int) {
-	return file_bulwark_proto_rawDescGZIP(), []int{15}
+	return file_bulwark_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Inbound) GetPolicies() [][]byte {
@@ -1086,6 +1186,20 @@ func (x *Inbound) GetPeers() []*PeerIdentity {
 	return nil
 }
 
+func (x *Inbound) GetTrafficPolicy() []byte {
+	if x != nil {
+		return x.TrafficPolicy
+	}
+	return nil
+}
+
+func (x *Inbound) GetRoutes() [][]byte {
+	if x != nil {
+		return x.Routes
+	}
+	return nil
+}
+
 type PeerIdentity struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	SpiffeId      string                 `protobuf:"bytes,1,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
@@ -1096,7 +1210,7 @@ type PeerIdentity struct {
 
 func (x *PeerIdentity) Reset() {
 	*x = PeerIdentity{}
-	mi := &file_bulwark_proto_msgTypes[16]
+	mi := &file_bulwark_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1108,7 +1222,7 @@ func (x *PeerIdentity) String() string {
 func (*PeerIdentity) ProtoMessage() {}
 
 func (x *PeerIdentity) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_proto_msgTypes[16]
+	mi := &file_bulwark_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1121,7 +1235,7 @@ func (x *PeerIdentity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerIdentity.ProtoReflect.Descriptor instead.
 func (*PeerIdentity) Descriptor() ([]byte, []int) {
-	return file_bulwark_proto_rawDescGZIP(), []int{16}
+	return file_bulwark_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PeerIdentity) GetSpiffeId() string {
@@ -1145,15 +1259,29 @@ type Destination struct {
 	// The caller's view of the policies that select this service: only the
 	// rules whose `from` matches this proxy, with `from` removed, as JSON
 	// documents. The caller enforces them before sending (both ends enforce).
-	Policies      [][]byte    `protobuf:"bytes,2,rep,name=policies,proto3" json:"policies,omitempty"`
-	Endpoints     []*Endpoint `protobuf:"bytes,3,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
+	Policies  [][]byte    `protobuf:"bytes,2,rep,name=policies,proto3" json:"policies,omitempty"`
+	Endpoints []*Endpoint `protobuf:"bytes,3,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
+	// Protocol of the service's apps: "http", "http2", "grpc" or "tcp"
+	// (from its proxies' Node.protocol; "http" when they disagree or say
+	// nothing). A "tcp" service is reached through per-upstream ports only.
+	Protocol string `protobuf:"bytes,4,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	// The TrafficPolicy for this destination (JSON), if any: load balancing,
+	// timeouts, retries, outlier detection, connection limits.
+	TrafficPolicy []byte `protobuf:"bytes,5,opt,name=traffic_policy,json=trafficPolicy,proto3" json:"traffic_policy,omitempty"`
+	// The Route resources for this destination (JSON), sorted by name.
+	Routes [][]byte `protobuf:"bytes,6,rep,name=routes,proto3" json:"routes,omitempty"`
+	// For an external service: the ExternalService resource (JSON). Its
+	// endpoints are its addresses, or DNS names resolved by the proxy; the
+	// policies are the full policies that select it (the caller is the only
+	// enforcement point), not the caller's view.
+	External      []byte `protobuf:"bytes,7,opt,name=external,proto3" json:"external,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Destination) Reset() {
 	*x = Destination{}
-	mi := &file_bulwark_proto_msgTypes[17]
+	mi := &file_bulwark_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1165,7 +1293,7 @@ func (x *Destination) String() string {
 func (*Destination) ProtoMessage() {}
 
 func (x *Destination) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_proto_msgTypes[17]
+	mi := &file_bulwark_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1178,7 +1306,7 @@ func (x *Destination) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Destination.ProtoReflect.Descriptor instead.
 func (*Destination) Descriptor() ([]byte, []int) {
-	return file_bulwark_proto_rawDescGZIP(), []int{17}
+	return file_bulwark_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Destination) GetService() string {
@@ -1202,20 +1330,55 @@ func (x *Destination) GetEndpoints() []*Endpoint {
 	return nil
 }
 
+func (x *Destination) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
+	}
+	return ""
+}
+
+func (x *Destination) GetTrafficPolicy() []byte {
+	if x != nil {
+		return x.TrafficPolicy
+	}
+	return nil
+}
+
+func (x *Destination) GetRoutes() [][]byte {
+	if x != nil {
+		return x.Routes
+	}
+	return nil
+}
+
+func (x *Destination) GetExternal() []byte {
+	if x != nil {
+		return x.External
+	}
+	return nil
+}
+
 type Endpoint struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// host:port of the peer proxy's inbound listener.
 	Address string `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
 	// The SPIFFE ID the peer must present; it serves this service.
-	SpiffeId      string `protobuf:"bytes,2,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
-	Instance      string `protobuf:"bytes,3,opt,name=instance,proto3" json:"instance,omitempty"`
+	SpiffeId string `protobuf:"bytes,2,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	Instance string `protobuf:"bytes,3,opt,name=instance,proto3" json:"instance,omitempty"`
+	// Labels of the instance (its "version" label selects Route backends).
+	Labels map[string]string `protobuf:"bytes,4,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Locality of the instance, "region/zone".
+	Locality string `protobuf:"bytes,5,opt,name=locality,proto3" json:"locality,omitempty"`
+	// True when the instance is draining: callers send it no new requests
+	// unless no other endpoint is left.
+	Draining      bool `protobuf:"varint,6,opt,name=draining,proto3" json:"draining,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_bulwark_proto_msgTypes[18]
+	mi := &file_bulwark_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1227,7 +1390,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_proto_msgTypes[18]
+	mi := &file_bulwark_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1240,7 +1403,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_bulwark_proto_rawDescGZIP(), []int{18}
+	return file_bulwark_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Endpoint) GetAddress() string {
@@ -1262,6 +1425,27 @@ func (x *Endpoint) GetInstance() string {
 		return x.Instance
 	}
 	return ""
+}
+
+func (x *Endpoint) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *Endpoint) GetLocality() string {
+	if x != nil {
+		return x.Locality
+	}
+	return ""
+}
+
+func (x *Endpoint) GetDraining() bool {
+	if x != nil {
+		return x.Draining
+	}
+	return false
 }
 
 var File_bulwark_proto protoreflect.FileDescriptor
@@ -1290,16 +1474,22 @@ const file_bulwark_proto_rawDesc = "" +
 	"\x03csr\x18\x01 \x01(\fR\x03csr\"Z\n" +
 	"\x10SignSVIDResponse\x12.\n" +
 	"\x04svid\x18\x01 \x01(\v2\x1a.bulwark.v1alpha1.X509SVIDR\x04svid\x12\x16\n" +
-	"\x06bundle\x18\x02 \x03(\fR\x06bundle\"s\n" +
+	"\x06bundle\x18\x02 \x03(\fR\x06bundle\"\xa7\x01\n" +
 	"\x10SubscribeRequest\x12,\n" +
 	"\x04node\x18\x01 \x01(\v2\x16.bulwark.v1alpha1.NodeH\x00R\x04node\x12)\n" +
-	"\x03ack\x18\x02 \x01(\v2\x15.bulwark.v1alpha1.AckH\x00R\x03ackB\x06\n" +
-	"\x04kind\"p\n" +
+	"\x03ack\x18\x02 \x01(\v2\x15.bulwark.v1alpha1.AckH\x00R\x03ack\x122\n" +
+	"\x06status\x18\x03 \x01(\v2\x18.bulwark.v1alpha1.StatusH\x00R\x06statusB\x06\n" +
+	"\x04kind\">\n" +
+	"\x06Status\x12\x1a\n" +
+	"\bdraining\x18\x01 \x01(\bR\bdraining\x12\x18\n" +
+	"\aleaving\x18\x02 \x01(\bR\aleaving\"\xa8\x01\n" +
 	"\x04Node\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x1a\n" +
 	"\binstance\x18\x02 \x01(\tR\binstance\x12\x18\n" +
 	"\aaddress\x18\x03 \x01(\tR\aaddress\x12\x18\n" +
-	"\aversion\x18\x04 \x01(\tR\aversion\"5\n" +
+	"\aversion\x18\x04 \x01(\tR\aversion\x12\x1a\n" +
+	"\blocality\x18\x05 \x01(\tR\blocality\x12\x1a\n" +
+	"\bprotocol\x18\x06 \x01(\tR\bprotocol\"5\n" +
 	"\x03Ack\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x03R\aversion\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\"\xb6\x04\n" +
@@ -1339,21 +1529,33 @@ const file_bulwark_proto_rawDesc = "" +
 	"\x05count\x18\n" +
 	" \x01(\x03R\x05count\x12/\n" +
 	"\x14first_seen_unix_nano\x18\v \x01(\x03R\x11firstSeenUnixNano\x12-\n" +
-	"\x13last_seen_unix_nano\x18\f \x01(\x03R\x10lastSeenUnixNano\"[\n" +
+	"\x13last_seen_unix_nano\x18\f \x01(\x03R\x10lastSeenUnixNano\"\x9a\x01\n" +
 	"\aInbound\x12\x1a\n" +
 	"\bpolicies\x18\x01 \x03(\fR\bpolicies\x124\n" +
-	"\x05peers\x18\x02 \x03(\v2\x1e.bulwark.v1alpha1.PeerIdentityR\x05peers\"G\n" +
+	"\x05peers\x18\x02 \x03(\v2\x1e.bulwark.v1alpha1.PeerIdentityR\x05peers\x12%\n" +
+	"\x0etraffic_policy\x18\x03 \x01(\fR\rtrafficPolicy\x12\x16\n" +
+	"\x06routes\x18\x04 \x03(\fR\x06routes\"G\n" +
 	"\fPeerIdentity\x12\x1b\n" +
 	"\tspiffe_id\x18\x01 \x01(\tR\bspiffeId\x12\x1a\n" +
-	"\bservices\x18\x02 \x03(\tR\bservices\"}\n" +
+	"\bservices\x18\x02 \x03(\tR\bservices\"\xf4\x01\n" +
 	"\vDestination\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x1a\n" +
 	"\bpolicies\x18\x02 \x03(\fR\bpolicies\x128\n" +
-	"\tendpoints\x18\x03 \x03(\v2\x1a.bulwark.v1alpha1.EndpointR\tendpoints\"]\n" +
+	"\tendpoints\x18\x03 \x03(\v2\x1a.bulwark.v1alpha1.EndpointR\tendpoints\x12\x1a\n" +
+	"\bprotocol\x18\x04 \x01(\tR\bprotocol\x12%\n" +
+	"\x0etraffic_policy\x18\x05 \x01(\fR\rtrafficPolicy\x12\x16\n" +
+	"\x06routes\x18\x06 \x03(\fR\x06routes\x12\x1a\n" +
+	"\bexternal\x18\a \x01(\fR\bexternal\"\x90\x02\n" +
 	"\bEndpoint\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x1b\n" +
 	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x12\x1a\n" +
-	"\binstance\x18\x03 \x01(\tR\binstance2\xa3\x03\n" +
+	"\binstance\x18\x03 \x01(\tR\binstance\x12>\n" +
+	"\x06labels\x18\x04 \x03(\v2&.bulwark.v1alpha1.Endpoint.LabelsEntryR\x06labels\x12\x1a\n" +
+	"\blocality\x18\x05 \x01(\tR\blocality\x12\x1a\n" +
+	"\bdraining\x18\x06 \x01(\bR\bdraining\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x012\xa3\x03\n" +
 	"\aControl\x12K\n" +
 	"\x06Attest\x12\x1f.bulwark.v1alpha1.AttestRequest\x1a .bulwark.v1alpha1.AttestResponse\x12Q\n" +
 	"\bSignSVID\x12!.bulwark.v1alpha1.SignSVIDRequest\x1a\".bulwark.v1alpha1.SignSVIDResponse\x12O\n" +
@@ -1373,7 +1575,7 @@ func file_bulwark_proto_rawDescGZIP() []byte {
 	return file_bulwark_proto_rawDescData
 }
 
-var file_bulwark_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_bulwark_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_bulwark_proto_goTypes = []any{
 	(*SignJWTSVIDRequest)(nil),  // 0: bulwark.v1alpha1.SignJWTSVIDRequest
 	(*SignJWTSVIDResponse)(nil), // 1: bulwark.v1alpha1.SignJWTSVIDResponse
@@ -1383,46 +1585,50 @@ var file_bulwark_proto_goTypes = []any{
 	(*SignSVIDRequest)(nil),     // 5: bulwark.v1alpha1.SignSVIDRequest
 	(*SignSVIDResponse)(nil),    // 6: bulwark.v1alpha1.SignSVIDResponse
 	(*SubscribeRequest)(nil),    // 7: bulwark.v1alpha1.SubscribeRequest
-	(*Node)(nil),                // 8: bulwark.v1alpha1.Node
-	(*Ack)(nil),                 // 9: bulwark.v1alpha1.Ack
-	(*Snapshot)(nil),            // 10: bulwark.v1alpha1.Snapshot
-	(*JWTProvider)(nil),         // 11: bulwark.v1alpha1.JWTProvider
-	(*ReportRequest)(nil),       // 12: bulwark.v1alpha1.ReportRequest
-	(*ReportResponse)(nil),      // 13: bulwark.v1alpha1.ReportResponse
-	(*Denial)(nil),              // 14: bulwark.v1alpha1.Denial
-	(*Inbound)(nil),             // 15: bulwark.v1alpha1.Inbound
-	(*PeerIdentity)(nil),        // 16: bulwark.v1alpha1.PeerIdentity
-	(*Destination)(nil),         // 17: bulwark.v1alpha1.Destination
-	(*Endpoint)(nil),            // 18: bulwark.v1alpha1.Endpoint
-	nil,                         // 19: bulwark.v1alpha1.Snapshot.LabelsEntry
+	(*Status)(nil),              // 8: bulwark.v1alpha1.Status
+	(*Node)(nil),                // 9: bulwark.v1alpha1.Node
+	(*Ack)(nil),                 // 10: bulwark.v1alpha1.Ack
+	(*Snapshot)(nil),            // 11: bulwark.v1alpha1.Snapshot
+	(*JWTProvider)(nil),         // 12: bulwark.v1alpha1.JWTProvider
+	(*ReportRequest)(nil),       // 13: bulwark.v1alpha1.ReportRequest
+	(*ReportResponse)(nil),      // 14: bulwark.v1alpha1.ReportResponse
+	(*Denial)(nil),              // 15: bulwark.v1alpha1.Denial
+	(*Inbound)(nil),             // 16: bulwark.v1alpha1.Inbound
+	(*PeerIdentity)(nil),        // 17: bulwark.v1alpha1.PeerIdentity
+	(*Destination)(nil),         // 18: bulwark.v1alpha1.Destination
+	(*Endpoint)(nil),            // 19: bulwark.v1alpha1.Endpoint
+	nil,                         // 20: bulwark.v1alpha1.Snapshot.LabelsEntry
+	nil,                         // 21: bulwark.v1alpha1.Endpoint.LabelsEntry
 }
 var file_bulwark_proto_depIdxs = []int32{
 	4,  // 0: bulwark.v1alpha1.AttestResponse.svid:type_name -> bulwark.v1alpha1.X509SVID
 	4,  // 1: bulwark.v1alpha1.SignSVIDResponse.svid:type_name -> bulwark.v1alpha1.X509SVID
-	8,  // 2: bulwark.v1alpha1.SubscribeRequest.node:type_name -> bulwark.v1alpha1.Node
-	9,  // 3: bulwark.v1alpha1.SubscribeRequest.ack:type_name -> bulwark.v1alpha1.Ack
-	15, // 4: bulwark.v1alpha1.Snapshot.inbound:type_name -> bulwark.v1alpha1.Inbound
-	17, // 5: bulwark.v1alpha1.Snapshot.destinations:type_name -> bulwark.v1alpha1.Destination
-	11, // 6: bulwark.v1alpha1.Snapshot.jwt_providers:type_name -> bulwark.v1alpha1.JWTProvider
-	19, // 7: bulwark.v1alpha1.Snapshot.labels:type_name -> bulwark.v1alpha1.Snapshot.LabelsEntry
-	14, // 8: bulwark.v1alpha1.ReportRequest.denials:type_name -> bulwark.v1alpha1.Denial
-	16, // 9: bulwark.v1alpha1.Inbound.peers:type_name -> bulwark.v1alpha1.PeerIdentity
-	18, // 10: bulwark.v1alpha1.Destination.endpoints:type_name -> bulwark.v1alpha1.Endpoint
-	2,  // 11: bulwark.v1alpha1.Control.Attest:input_type -> bulwark.v1alpha1.AttestRequest
-	5,  // 12: bulwark.v1alpha1.Control.SignSVID:input_type -> bulwark.v1alpha1.SignSVIDRequest
-	7,  // 13: bulwark.v1alpha1.Control.Subscribe:input_type -> bulwark.v1alpha1.SubscribeRequest
-	0,  // 14: bulwark.v1alpha1.Control.SignJWTSVID:input_type -> bulwark.v1alpha1.SignJWTSVIDRequest
-	12, // 15: bulwark.v1alpha1.Control.Report:input_type -> bulwark.v1alpha1.ReportRequest
-	3,  // 16: bulwark.v1alpha1.Control.Attest:output_type -> bulwark.v1alpha1.AttestResponse
-	6,  // 17: bulwark.v1alpha1.Control.SignSVID:output_type -> bulwark.v1alpha1.SignSVIDResponse
-	10, // 18: bulwark.v1alpha1.Control.Subscribe:output_type -> bulwark.v1alpha1.Snapshot
-	1,  // 19: bulwark.v1alpha1.Control.SignJWTSVID:output_type -> bulwark.v1alpha1.SignJWTSVIDResponse
-	13, // 20: bulwark.v1alpha1.Control.Report:output_type -> bulwark.v1alpha1.ReportResponse
-	16, // [16:21] is the sub-list for method output_type
-	11, // [11:16] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	9,  // 2: bulwark.v1alpha1.SubscribeRequest.node:type_name -> bulwark.v1alpha1.Node
+	10, // 3: bulwark.v1alpha1.SubscribeRequest.ack:type_name -> bulwark.v1alpha1.Ack
+	8,  // 4: bulwark.v1alpha1.SubscribeRequest.status:type_name -> bulwark.v1alpha1.Status
+	16, // 5: bulwark.v1alpha1.Snapshot.inbound:type_name -> bulwark.v1alpha1.Inbound
+	18, // 6: bulwark.v1alpha1.Snapshot.destinations:type_name -> bulwark.v1alpha1.Destination
+	12, // 7: bulwark.v1alpha1.Snapshot.jwt_providers:type_name -> bulwark.v1alpha1.JWTProvider
+	20, // 8: bulwark.v1alpha1.Snapshot.labels:type_name -> bulwark.v1alpha1.Snapshot.LabelsEntry
+	15, // 9: bulwark.v1alpha1.ReportRequest.denials:type_name -> bulwark.v1alpha1.Denial
+	17, // 10: bulwark.v1alpha1.Inbound.peers:type_name -> bulwark.v1alpha1.PeerIdentity
+	19, // 11: bulwark.v1alpha1.Destination.endpoints:type_name -> bulwark.v1alpha1.Endpoint
+	21, // 12: bulwark.v1alpha1.Endpoint.labels:type_name -> bulwark.v1alpha1.Endpoint.LabelsEntry
+	2,  // 13: bulwark.v1alpha1.Control.Attest:input_type -> bulwark.v1alpha1.AttestRequest
+	5,  // 14: bulwark.v1alpha1.Control.SignSVID:input_type -> bulwark.v1alpha1.SignSVIDRequest
+	7,  // 15: bulwark.v1alpha1.Control.Subscribe:input_type -> bulwark.v1alpha1.SubscribeRequest
+	0,  // 16: bulwark.v1alpha1.Control.SignJWTSVID:input_type -> bulwark.v1alpha1.SignJWTSVIDRequest
+	13, // 17: bulwark.v1alpha1.Control.Report:input_type -> bulwark.v1alpha1.ReportRequest
+	3,  // 18: bulwark.v1alpha1.Control.Attest:output_type -> bulwark.v1alpha1.AttestResponse
+	6,  // 19: bulwark.v1alpha1.Control.SignSVID:output_type -> bulwark.v1alpha1.SignSVIDResponse
+	11, // 20: bulwark.v1alpha1.Control.Subscribe:output_type -> bulwark.v1alpha1.Snapshot
+	1,  // 21: bulwark.v1alpha1.Control.SignJWTSVID:output_type -> bulwark.v1alpha1.SignJWTSVIDResponse
+	14, // 22: bulwark.v1alpha1.Control.Report:output_type -> bulwark.v1alpha1.ReportResponse
+	18, // [18:23] is the sub-list for method output_type
+	13, // [13:18] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_bulwark_proto_init() }
@@ -1433,6 +1639,7 @@ func file_bulwark_proto_init() {
 	file_bulwark_proto_msgTypes[7].OneofWrappers = []any{
 		(*SubscribeRequest_Node)(nil),
 		(*SubscribeRequest_Ack)(nil),
+		(*SubscribeRequest_Status)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1440,7 +1647,7 @@ func file_bulwark_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_bulwark_proto_rawDesc), len(file_bulwark_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   20,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

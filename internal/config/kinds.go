@@ -20,6 +20,12 @@ func ResourceKind(name string) (kind string, ok bool) {
 		return KindRole, true
 	case "rolebindings", "rolebinding":
 		return KindRoleBinding, true
+	case "trafficpolicies", "trafficpolicy", "tp":
+		return KindTrafficPolicy, true
+	case "routes", "route", "rt":
+		return KindRoute, true
+	case "externalservices", "externalservice", "se", "ext":
+		return KindExternalService, true
 	}
 	return "", false
 }
@@ -35,6 +41,8 @@ func ResourcePlural(kind string) string {
 		return "services"
 	case KindDenial:
 		return "denials"
+	case KindTrafficPolicy:
+		return "trafficpolicies"
 	}
 	return strings.ToLower(kind) + "s"
 }

@@ -266,6 +266,13 @@ type MeshService struct {
 	Port int `json:"port,omitempty"`
 	// Replicas is the number of instances, each with its sidecar. Default: 1.
 	Replicas int `json:"replicas,omitempty"`
+	// Labels are bound to each instance at attestation (join token
+	// labels); the "version" label selects Route backends. Default: none.
+	Labels map[string]string `json:"labels,omitempty"`
+	// Locality of the instances, "region/zone". Default: unknown.
+	Locality string `json:"locality,omitempty"`
+	// Protocol of the app: http (default), http2, grpc or tcp.
+	Protocol string `json:"protocol,omitempty"`
 }
 
 // GetTypeMeta implements Object.
@@ -299,6 +306,13 @@ type ProxyStatus struct {
 	AckedVersion    int64  `json:"ackedVersion,omitempty"`
 	LastNack        string `json:"lastNack,omitempty"`
 	Version         string `json:"version,omitempty"`
+	// Locality is the proxy's "region/zone"; "" unknown.
+	Locality string `json:"locality,omitempty"`
+	// Protocol of the app behind the proxy: http (also when empty),
+	// http2, grpc or tcp.
+	Protocol string `json:"protocol,omitempty"`
+	// Draining is true while the proxy asks callers for no new requests.
+	Draining bool `json:"draining,omitempty"`
 }
 
 // GetTypeMeta implements Object.
