@@ -216,6 +216,9 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request, op string) error 
 	if err := s.authorizeApply(r.Context(), op, objs); err != nil {
 		return err
 	}
+	if err := s.checkTraffic(r, op, objs); err != nil {
+		return err
+	}
 	if err := s.guardLockout(r, op, objs, nil); err != nil {
 		return err
 	}
@@ -414,6 +417,9 @@ func ProxyView(p registry.Proxy) *config.Proxy {
 			AckedVersion:    p.AckedVersion,
 			LastNack:        p.LastNack,
 			Version:         p.Version,
+			Locality:        p.Locality,
+			Protocol:        p.Protocol,
+			Draining:        p.Draining,
 		},
 	}
 	if !p.LastSeen.IsZero() {

@@ -164,7 +164,7 @@ func (l *denialLog) list(include func(namespace string) bool, since time.Time) [
 		if e.last.Before(since) {
 			continue
 		}
-		if ns := destinationNamespace(e.key.destination); include != nil && !include(ns) {
+		if ns := denialNamespace(e.key); include != nil && !include(ns) {
 			continue
 		}
 		c := *e
@@ -192,13 +192,36 @@ func (l *denialLog) source(c clock.Clock) admin.DenialSource {
 	}
 }
 
-// destinationNamespace is the namespace of a "namespace/name" destination.
-func destinationNamespace(dest string) string {
-	ref, err := identity.ParseServiceRef(dest, "")
+// egressHost reports whether dest is the host of a denied egress request:
+// a host name or IP literal of at most 253 bytes, lower case, without a
+// slash.
+func egressHost(dest string) bool {
+	if dest == "" || len(dest) > 253 {
+		return false
+	}
+	for i := 0; i < len(dest); i++ {
+		c := dest[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == ':' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// denialNamespace is the namespace a denial is listed in: its destination's
+// ("namespace/name"), or for a denied egress host, its source's.
+func denialNamespace(k denialKey) string {
+	if ref, err := identity.ParseServiceRef(k.destination, ""); err == nil && ref.String() == k.destination {
+		return ref.Namespace
+	}
+	id, err := spiffeid.FromString(k.source)
 	if err != nil {
 		return ""
 	}
-	return ref.Namespace
+	if w, err := identity.ParseWorkloadID(id); err == nil {
+		return w.Namespace
+	}
+	return ""
 }
 
 // denialView is the Denial object of an entry.
@@ -206,7 +229,7 @@ func denialView(e *denialEntry) *config.Denial {
 	k := e.key
 	d := &config.Denial{
 		TypeMeta: config.TypeMeta{APIVersion: config.APIVersion, Kind: config.KindDenial},
-		Metadata: config.ObjectMeta{Name: denialName(k), Namespace: destinationNamespace(k.destination)},
+		Metadata: config.ObjectMeta{Name: denialName(k), Namespace: denialNamespace(k)},
 		Status: config.DenialStatus{
 			Direction: k.direction, Source: k.source, Destination: k.destination, Method: k.method, Path: k.path,
 			Policy: k.policy, Reason: k.reason, HTTPStatus: int(k.status), Count: e.count,
@@ -294,8 +317,8 @@ func checkDenial(d *apiv1.Denial, now time.Time) error {
 		return fmt.Errorf("source: %v", err)
 	}
 	ref, err := identity.ParseServiceRef(d.GetDestination(), "")
-	if err != nil || ref.String() != d.GetDestination() {
-		return fmt.Errorf("destination: %q is not namespace/name", clip(d.GetDestination()))
+	if (err != nil || ref.String() != d.GetDestination()) && !(d.GetDirection() == telemetry.DirectionOutbound && egressHost(d.GetDestination())) {
+		return fmt.Errorf("destination: %q is not namespace/name (or, outbound, a host name)", clip(d.GetDestination()))
 	}
 	if err := checkText("method", d.GetMethod(), maxDenialMethod); err != nil {
 		return err

@@ -227,8 +227,12 @@ func TestCheckReport(t *testing.T) {
 			wantErr: `denials[1].direction: "sideways" is not inbound or outbound`},
 		{name: "source_not_spiffe", denials: []*apiv1.Denial{denial(1, 0, 0, func(d *apiv1.Denial) { d.Source = "web" })},
 			wantErr: "denials[0].source: "},
-		{name: "destination", denials: []*apiv1.Denial{denial(1, 0, 0, withDestination("api"))},
+		{name: "destination", denials: []*apiv1.Denial{denial(1, 0, 0, inbound, withDestination("api"))},
 			wantErr: `denials[0].destination: "api" is not namespace/name`},
+		// A denied egress request names the host the app asked for.
+		{name: "outbound_egress_host", denials: []*apiv1.Denial{denial(1, 0, 0, withDestination("exfil.example.org"))}},
+		{name: "outbound_egress_host_bad", denials: []*apiv1.Denial{denial(1, 0, 0, withDestination("Exfil.example.org/x"))},
+			wantErr: `denials[0].destination: "Exfil.example.org/x" is not namespace/name (or, outbound, a host name)`},
 		{name: "method_missing", denials: []*apiv1.Denial{denial(1, 0, 0, func(d *apiv1.Denial) { d.Method = "" })},
 			wantErr: "denials[0].method: required"},
 		{name: "path_too_long", denials: []*apiv1.Denial{denial(1, 0, 0, withPath("/"+strings.Repeat("a", 256)))},

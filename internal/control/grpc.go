@@ -25,6 +25,7 @@ import (
 
 	apiv1 "github.com/bulwarkmesh/bulwark/api/v1alpha1"
 	"github.com/bulwarkmesh/bulwark/internal/attest"
+	"github.com/bulwarkmesh/bulwark/internal/balancer"
 	"github.com/bulwarkmesh/bulwark/internal/ca"
 	"github.com/bulwarkmesh/bulwark/internal/clock"
 	"github.com/bulwarkmesh/bulwark/internal/identity"
@@ -38,6 +39,7 @@ import (
 var (
 	errSVIDExpired = errors.New("svid expired")
 	errRevoked     = errors.New("svid revoked")
+	errLeaving     = errors.New("proxy leaving")
 )
 
 // maxNack bounds the NACK message a proxy can make the control plane log
@@ -245,6 +247,12 @@ func (s *controlService) Subscribe(stream apiv1.Control_SubscribeServer) error {
 	if err := checkAdvertise(node.GetAddress()); err != nil {
 		return status.Errorf(codes.InvalidArgument, "node.address: %v", err)
 	}
+	if _, err := balancer.ParseLocality(node.GetLocality()); err != nil {
+		return status.Errorf(codes.InvalidArgument, "node.locality: %v", err)
+	}
+	if err := checkProtocol(node.GetProtocol()); err != nil {
+		return status.Errorf(codes.InvalidArgument, "node.protocol: %v", err)
+	}
 	ok, err := s.registry.Serves(ctx, w, svc)
 	if err != nil {
 		return s.internal("subscribe", err)
@@ -298,6 +306,11 @@ func (s *controlService) Subscribe(stream apiv1.Control_SubscribeServer) error {
 		p.SVIDSerial = leaf.SerialNumber.Text(16)
 		p.SVIDAuthority = ca.KeyID(leaf.AuthorityKeyId)
 		p.Version = node.GetVersion()
+		p.Locality = node.GetLocality()
+		p.Protocol = node.GetProtocol()
+		// A new stream is a healthy proxy (a restarted one that was
+		// draining is no longer), unless its first Status says otherwise.
+		p.Draining = false
 		p.Stream = session
 	})
 	if err != nil {
@@ -382,7 +395,26 @@ func (s *controlService) Subscribe(stream apiv1.Control_SubscribeServer) error {
 				s.acked()
 			}
 		},
+		Status: func(st *apiv1.Status) {
+			if st.GetLeaving() {
+				// Out of the endpoints now, not after the grace period:
+				// the proxy has finished its in-flight requests.
+				record(func(p *registry.Proxy) {
+					p.Draining, p.Live, p.Connected = true, false, false
+					p.LastSeen = s.clock.Now()
+				})
+				s.logger.Info("proxy leaving", telemetry.KeyService, svc.String(), telemetry.KeyInstance, node.GetInstance())
+				cancel(errLeaving)
+				return
+			}
+			// UpdateProxy writes nothing when the state does not change,
+			// so a flood of Status messages is not a flood of writes.
+			record(func(p *registry.Proxy) { p.Draining = st.GetDraining() })
+		},
 	})
+	if errors.Is(context.Cause(sctx), errLeaving) {
+		return nil
+	}
 	if errors.Is(context.Cause(sctx), errRevoked) {
 		return status.Error(codes.PermissionDenied, "revoked: attest again with a new join token")
 	}
@@ -466,6 +498,24 @@ func checkAdvertise(addr string) error {
 		return fmt.Errorf("%q: bad port", addr)
 	}
 	return nil
+}
+
+// checkProtocol validates the protocol of a proxy's app.
+func checkProtocol(p string) error {
+	switch p {
+	case "", "http", "http2", "grpc", "tcp":
+		return nil
+	}
+	return fmt.Errorf("%q: want http, http2, grpc or tcp", truncate(p))
+}
+
+// truncate cuts what a proxy sent to a length fit for an error message.
+func truncate(s string) string {
+	const n = 140
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "") + "..."
 }
 
 // validHostname reports whether h is an RFC 1123 host name: dot-separated

@@ -337,6 +337,12 @@ func TestSubscribeRefused(t *testing.T) {
 		{"AddressPortTooLarge", web.client, with(func(n *apiv1.Node) { n.Address = "127.0.0.1:65536" }), codes.InvalidArgument},
 		{"AddressNamedPort", web.client, with(func(n *apiv1.Node) { n.Address = "127.0.0.1:http" }), codes.InvalidArgument},
 		{"AddressWithoutHost", web.client, with(func(n *apiv1.Node) { n.Address = ":8080" }), codes.InvalidArgument},
+		{"LocalityThreeParts", web.client, with(func(n *apiv1.Node) { n.Locality = "eu/west/a" }), codes.InvalidArgument},
+		{"LocalityUpperCase", web.client, with(func(n *apiv1.Node) { n.Locality = "EU/a" }), codes.InvalidArgument},
+		{"LocalityPartTooLong", web.client, with(func(n *apiv1.Node) { n.Locality = "eu/" + strings.Repeat("a", 64) }), codes.InvalidArgument},
+		{"LocalityControlCharacter", web.client, with(func(n *apiv1.Node) { n.Locality = "eu/a\n" }), codes.InvalidArgument},
+		{"ProtocolUnknown", web.client, with(func(n *apiv1.Node) { n.Protocol = "udp" }), codes.InvalidArgument},
+		{"ProtocolUpperCase", web.client, with(func(n *apiv1.Node) { n.Protocol = "HTTP" }), codes.InvalidArgument},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,12 +1,14 @@
 package control
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -114,7 +116,7 @@ func (b *stateBuilder) follow(ctx context.Context, events <-chan store.Event) er
 // It returns the revision to watch from: that of its first read, so that a
 // change made between its reads is seen again rather than missed.
 func (b *stateBuilder) rebuild(ctx context.Context) (int64, error) {
-	st, watchFrom, err := b.read(ctx)
+	st, notes, watchFrom, err := b.read(ctx)
 	if err != nil {
 		return 0, err
 	}
@@ -123,6 +125,11 @@ func (b *stateBuilder) rebuild(ctx context.Context) (int64, error) {
 		return watchFrom, nil
 	}
 	b.lastInputs = h
+	// Once per new state, not once per read: a proxy's ACK must not
+	// repeat them.
+	for _, n := range notes {
+		b.logger.Warn(n.msg, telemetry.KeyService, n.service, telemetry.KeyDetail, n.detail)
+	}
 	b.hub.SetState(st)
 	b.logger.Debug("mesh state rebuilt", telemetry.KeyVersion, st.Revision, telemetry.KeyCount, len(st.Policies))
 	return watchFrom, nil
@@ -130,36 +137,40 @@ func (b *stateBuilder) rebuild(ctx context.Context) (int64, error) {
 
 // read builds a State from several store reads. The State's revision is the
 // latest read's (versions only grow); watchFrom is the earliest's.
-func (b *stateBuilder) read(ctx context.Context) (st *push.State, watchFrom int64, err error) {
+func (b *stateBuilder) read(ctx context.Context) (st *push.State, notes []stateNote, watchFrom int64, err error) {
 	// Another control plane may have rotated the CA.
 	if err := b.ca.Reload(ctx); err != nil {
-		return nil, 0, err
+		return nil, nil, 0, err
 	}
 	objs, rev1, err := b.resources.List(ctx, config.KindAuthorizationPolicy, "")
 	if err != nil {
-		return nil, 0, err
+		return nil, nil, 0, err
 	}
 	proxies, rev2, err := b.registry.Proxies(ctx)
 	if err != nil {
-		return nil, 0, err
+		return nil, nil, 0, err
 	}
 	ids, err := b.registry.Identities(ctx)
 	if err != nil {
-		return nil, 0, err
+		return nil, nil, 0, err
 	}
 	revoked, err := b.registry.RevokedSerials(ctx)
 	if err != nil {
-		return nil, 0, err
+		return nil, nil, 0, err
 	}
 	jwtProviders, rev3, rev4, err := b.readJWTProviders(ctx)
 	if err != nil {
-		return nil, 0, err
+		return nil, nil, 0, err
+	}
+	traffic, rev5, err := b.readTraffic(ctx)
+	if err != nil {
+		return nil, nil, 0, err
 	}
 	// One consistent view of the CA: the bundle version must be that of
 	// these roots, or rotation could activate too early.
 	rot := b.ca.Rotation()
 	st = &push.State{
-		Revision:         max(rev1, rev2, rev4),
+		Revision:         max(rev1, rev2, rev4, rev5),
 		Identities:       make(map[string][]string, len(ids)),
 		Endpoints:        map[string][]push.Endpoint{},
 		BundleVersion:    rot.BundleVersion,
@@ -167,6 +178,9 @@ func (b *stateBuilder) read(ctx context.Context) (st *push.State, watchFrom int6
 		Revoked:          revoked,
 		JWTBundle:        b.jwt.JWKS(),
 		JWTProviders:     jwtProviders,
+		Protocols:        map[string]string{},
+		TrafficPolicies:  traffic.policies,
+		Routes:           traffic.routes,
 	}
 	roots := rot.Roots
 	for _, c := range roots {
@@ -186,7 +200,7 @@ func (b *stateBuilder) read(ctx context.Context) (st *push.State, watchFrom int6
 		p.Metadata.ResourceVersion = "" // not part of what proxies enforce
 		js, err := config.Marshal(p)
 		if err != nil {
-			return nil, 0, err
+			return nil, nil, 0, err
 		}
 		st.Policies = append(st.Policies, push.Policy{Policy: p, JSON: js})
 	}
@@ -202,6 +216,7 @@ func (b *stateBuilder) read(ctx context.Context) (st *push.State, watchFrom int6
 		st.Identities[id.String()] = svcs
 	}
 	seen := map[string]bool{}
+	protocols := map[string][]string{} // the protocols the live proxies of a service name
 	for _, p := range proxies {
 		if p.Address == "" {
 			continue // a client-only proxy is not a service
@@ -212,11 +227,97 @@ func (b *stateBuilder) read(ctx context.Context) (st *push.State, watchFrom int6
 			st.Services = append(st.Services, name)
 		}
 		if p.Live {
-			st.Endpoints[name] = append(st.Endpoints[name], push.Endpoint{Address: p.Address, SPIFFEID: p.Identity, Instance: p.Instance, Labels: p.Labels})
+			st.Endpoints[name] = append(st.Endpoints[name], push.Endpoint{
+				Address: p.Address, SPIFFEID: p.Identity, Instance: p.Instance, Labels: p.Labels,
+				Locality: p.Locality, Draining: p.Draining,
+			})
+			proto := cmp.Or(p.Protocol, push.DefaultProtocol)
+			if !slices.Contains(protocols[name], proto) {
+				protocols[name] = append(protocols[name], proto)
+			}
 		}
 	}
+	for name, ps := range protocols {
+		if len(ps) == 1 {
+			st.Protocols[name] = ps[0]
+			continue
+		}
+		slices.Sort(ps)
+		notes = append(notes, stateNote{msg: "instances of a service disagree on its protocol; callers use http",
+			service: name, detail: strings.Join(ps, ",")})
+	}
+	for _, e := range traffic.externals {
+		name := e.Service.Metadata.Namespace + "/" + e.Service.Metadata.Name
+		if seen[name] {
+			notes = append(notes, stateNote{msg: "an external service has the name of a mesh service; the mesh service wins",
+				service: name})
+			continue
+		}
+		st.ExternalServices = append(st.ExternalServices, e)
+	}
+	notes = append(notes, traffic.notes...)
+	slices.SortFunc(notes, func(a, b stateNote) int { return strings.Compare(a.service+a.msg, b.service+b.msg) })
 	st.Seal()
-	return st, min(rev1, rev2, rev3), nil
+	return st, notes, min(rev1, rev2, rev3, rev5), nil
+}
+
+// stateNote is something odd in the mesh's resources that a rebuild logs
+// (at Warn) once per new State.
+type stateNote struct {
+	msg, service, detail string
+}
+
+// trafficResources are the traffic-management resources of the mesh.
+type trafficResources struct {
+	policies  []push.TrafficPolicy
+	routes    []push.Route
+	externals []push.ExternalService
+	notes     []stateNote
+}
+
+// readTraffic reads every TrafficPolicy, Route and ExternalService, with
+// their JSON as proxies get it (no resource version), and notes services
+// that several TrafficPolicies select. It returns the latest revision read.
+func (b *stateBuilder) readTraffic(ctx context.Context) (trafficResources, int64, error) {
+	var (
+		out trafficResources
+		rev int64
+	)
+	for _, kind := range []string{config.KindTrafficPolicy, config.KindRoute, config.KindExternalService} {
+		objs, r, err := b.resources.List(ctx, kind, "")
+		if err != nil {
+			return out, 0, err
+		}
+		rev = max(rev, r)
+		for _, o := range objs {
+			o.GetMetadata().ResourceVersion = "" // not part of what proxies enforce
+			js, err := config.Marshal(o)
+			if err != nil {
+				return out, 0, err
+			}
+			switch o := o.(type) {
+			case *config.TrafficPolicy:
+				out.policies = append(out.policies, push.TrafficPolicy{Policy: o, JSON: js})
+			case *config.Route:
+				out.routes = append(out.routes, push.Route{Route: o, JSON: js})
+			case *config.ExternalService:
+				out.externals = append(out.externals, push.ExternalService{Service: o, JSON: js})
+			}
+		}
+	}
+	names := map[string][]string{}
+	for _, tp := range out.policies {
+		svc := tp.Policy.Metadata.Namespace + "/" + tp.Policy.Spec.Service
+		names[svc] = append(names[svc], tp.Policy.Metadata.Name)
+	}
+	for svc, ns := range names {
+		if len(ns) > 1 {
+			slices.Sort(ns)
+			out.notes = append(out.notes, stateNote{msg: "several traffic policies select a service; the one with the smallest name applies",
+				service: svc, detail: strings.Join(ns, ",")})
+		}
+	}
+	return out, rev, nil
 }
 
 // inputsHash fingerprints everything a snapshot is compiled from, so that
@@ -248,13 +349,31 @@ func inputsHash(st *push.State) [32]byte {
 	for _, id := range ids {
 		fmt.Fprintf(h, "%s=%v;", id, st.Identities[id])
 	}
+	for _, p := range st.TrafficPolicies {
+		fmt.Fprintf(h, "tp %d:%s;", len(p.JSON), p.JSON)
+	}
+	for _, r := range st.Routes {
+		fmt.Fprintf(h, "route %d:%s;", len(r.JSON), r.JSON)
+	}
+	for _, e := range st.ExternalServices {
+		fmt.Fprintf(h, "ext %d:%s;", len(e.JSON), e.JSON)
+	}
 	for _, s := range st.Services {
-		fmt.Fprintf(h, "%s:", s)
+		fmt.Fprintf(h, "%s(%s):", s, st.Protocols[s])
 		for _, ep := range st.Endpoints[s] {
-			fmt.Fprintf(h, "%s|%s|%s,", ep.Address, ep.SPIFFEID, ep.Instance)
+			fmt.Fprintf(h, "%s|%s|%s|%q|%v|%v,", ep.Address, ep.SPIFFEID, ep.Instance, ep.Locality, ep.Draining, sortedLabels(ep.Labels))
 		}
 	}
 	var out [32]byte
 	copy(out[:], h.Sum(nil))
 	return out
+}
+
+// sortedLabels prints labels in key order, for hashing.
+func sortedLabels(m map[string]string) string {
+	var b strings.Builder
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		fmt.Fprintf(&b, "%q=%q,", k, m[k])
+	}
+	return b.String()
 }

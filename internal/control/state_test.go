@@ -3,6 +3,7 @@ package control_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -182,6 +183,21 @@ func TestRebuild(t *testing.T) {
 		}, true},
 		{"ProxyNoLongerLive", func(t testing.TB, f *stateFixture) {
 			f.updateProxy(t, "web-1", func(p *registry.Proxy) { p.Connected, p.Live = false, false })
+		}, true},
+		{"ProxyDraining", func(t testing.TB, f *stateFixture) {
+			f.updateProxy(t, "web-1", func(p *registry.Proxy) { p.Draining = true })
+		}, true},
+		{"ProxyLocality", func(t testing.TB, f *stateFixture) {
+			f.updateProxy(t, "web-1", func(p *registry.Proxy) { p.Locality = "eu/a" })
+		}, true},
+		{"ProxyProtocol", func(t testing.TB, f *stateFixture) {
+			f.updateProxy(t, "web-1", func(p *registry.Proxy) { p.Protocol = "grpc" })
+		}, true},
+		{"ProxyLabels", func(t testing.TB, f *stateFixture) {
+			f.updateProxy(t, "web-1", func(p *registry.Proxy) { p.Labels = map[string]string{"version": "v2"} })
+		}, true},
+		{"TrafficPolicyAdded", func(t testing.TB, f *stateFixture) {
+			f.applyDocs(t, trafficDocs)
 		}, true},
 	}
 	for _, tt := range tests {
@@ -558,4 +574,81 @@ func waitStateWithin(hub *push.Hub, d time.Duration, ok func(*push.State) bool) 
 		time.Sleep(time.Millisecond)
 	}
 	return false
+}
+
+// trafficDocs are a TrafficPolicy and a Route for shop/web and an
+// ExternalService.
+const trafficDocs = `apiVersion: bulwark.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {name: web-tp, namespace: shop}
+spec: {service: web, timeout: 2s}
+---
+apiVersion: bulwark.dev/v1alpha1
+kind: Route
+metadata: {name: web-split, namespace: shop}
+spec:
+  service: web
+  rules:
+  - backends: [{version: v1, weight: 100}]
+---
+apiVersion: bulwark.dev/v1alpha1
+kind: ExternalService
+metadata: {name: payments, namespace: shop}
+spec:
+  hosts: [pay.example.com]
+  ports: [{port: 443, protocol: tls}]
+`
+
+func (f *stateFixture) applyDocs(t testing.TB, yaml string) {
+	t.Helper()
+	objs, err := config.Decode([]byte(yaml))
+	if err != nil {
+		t.Fatalf("bad fixture: %v", err)
+	}
+	if _, err := f.resources.Apply(context.Background(), objs); err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+}
+
+// TestRebuildTrafficState checks what the state carries for traffic
+// management: the traffic resources without their resource version, the
+// external services among the services, each endpoint's locality and
+// draining, and each service's protocol ("http" when its instances
+// disagree, which is logged).
+func TestRebuildTrafficState(t *testing.T) {
+	f := newStateFixture(t, nil)
+	f.addService(t, "web", "shop/web")
+	f.addService(t, "api", "shop/api")
+	f.updateProxy(t, "web-1", func(p *registry.Proxy) {
+		liveProxy("web", "127.0.0.1:15006")(p)
+		p.Locality, p.Draining, p.Protocol = "eu/a", true, "grpc"
+	})
+	f.updateProxy(t, "web-2", func(p *registry.Proxy) { liveProxy("web", "127.0.0.1:15007")(p); p.Protocol = "grpc" })
+	f.updateProxy(t, "api-1", func(p *registry.Proxy) { liveProxy("api", "127.0.0.1:15008")(p); p.Protocol = "http2" })
+	f.updateProxy(t, "api-2", func(p *registry.Proxy) { liveProxy("api", "127.0.0.1:15009")(p); p.Protocol = "tcp" })
+	f.applyDocs(t, trafficDocs)
+	f.rebuild(t)
+	st := f.hub.State()
+
+	if diff := cmp.Diff(map[string]string{"shop/web": "grpc"}, st.Protocols); diff != "" {
+		t.Errorf("protocols (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"shop/api", "shop/payments", "shop/web"}, st.Services); diff != "" {
+		t.Errorf("services (-want +got):\n%s", diff)
+	}
+	var eps []string
+	for _, ep := range st.Endpoints["shop/web"] {
+		eps = append(eps, fmt.Sprintf("%s %q %v", ep.Instance, ep.Locality, ep.Draining))
+	}
+	if diff := cmp.Diff([]string{`web-1 "eu/a" true`, `web-2 "" false`}, eps); diff != "" {
+		t.Errorf("endpoints (-want +got):\n%s", diff)
+	}
+	if len(st.TrafficPolicies) != 1 || len(st.Routes) != 1 || len(st.ExternalServices) != 1 {
+		t.Fatalf("traffic resources: got %d, %d, %d, want one of each", len(st.TrafficPolicies), len(st.Routes), len(st.ExternalServices))
+	}
+	for _, js := range [][]byte{st.TrafficPolicies[0].JSON, st.Routes[0].JSON, st.ExternalServices[0].JSON} {
+		if strings.Contains(string(js), "resourceVersion") {
+			t.Errorf("document pushed to proxies has a resource version: %s", js)
+		}
+	}
 }

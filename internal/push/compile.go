@@ -2,11 +2,14 @@
 // mesh's state into one complete snapshot per proxy, and the hub that streams
 // snapshots to subscribed proxies and collects their ACKs and NACKs.
 //
-// Least knowledge: a proxy's snapshot carries the policies of its own
-// service, the endpoints of only the services its policies allow it to call
-// (with only the rules that apply to it), and the bare names of the other
-// services, so it can answer 403 for a service it may not call and 503 for
-// one that does not exist.
+// Least knowledge: a proxy's snapshot carries the policies, traffic policy
+// and routes of its own service, the endpoints, traffic policies and routes
+// of only the services its policies allow it to call (with only the rules
+// that apply to it), and the bare names of the other services, so it can
+// answer 403 for a service it may not call and 503 for one that does not
+// exist. An external service (ExternalService) is a destination without
+// endpoints; a caller allowed to reach it gets the full policies that
+// select it, because the caller's sidecar is their only enforcement point.
 package push
 
 import (
@@ -14,6 +17,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 
 	"google.golang.org/protobuf/proto"
 
@@ -30,6 +34,10 @@ type Endpoint struct {
 	Instance string
 	// Labels of the instance, bound at attestation.
 	Labels map[string]string
+	// Locality of the instance, "region/zone"; "" unknown.
+	Locality string
+	// Draining is true while the instance asks for no new requests.
+	Draining bool
 }
 
 // Policy is a validated AuthorizationPolicy with its JSON document.
@@ -37,6 +45,28 @@ type Policy struct {
 	Policy *config.AuthorizationPolicy
 	JSON   []byte
 }
+
+// TrafficPolicy is a validated TrafficPolicy with its JSON document.
+type TrafficPolicy struct {
+	Policy *config.TrafficPolicy
+	JSON   []byte
+}
+
+// Route is a validated Route with its JSON document.
+type Route struct {
+	Route *config.Route
+	JSON  []byte
+}
+
+// ExternalService is a validated ExternalService with its JSON document.
+type ExternalService struct {
+	Service *config.ExternalService
+	JSON    []byte
+}
+
+// DefaultProtocol is the protocol of a service whose proxies name none, or
+// name different ones.
+const DefaultProtocol = "http"
 
 // State is everything the compiler reads: a consistent view of the mesh at
 // one store revision. It is immutable once built.
@@ -65,8 +95,27 @@ type State struct {
 	Identities map[string][]string
 	// Endpoints maps a service ("ns/name") to its live endpoints.
 	Endpoints map[string][]Endpoint
-	// Services are the names of every service in the mesh, sorted.
+	// Services are the names of every service in the mesh, sorted. Seal
+	// adds the names of the ExternalServices.
 	Services []string
+	// Protocols maps a service ("ns/name") to the protocol of its apps;
+	// a service that is missing is DefaultProtocol.
+	Protocols map[string]string
+	// TrafficPolicies are every TrafficPolicy in the mesh. A service
+	// selected by several gets the one with the smallest name.
+	TrafficPolicies []TrafficPolicy
+	// Routes are every Route in the mesh.
+	Routes []Route
+	// ExternalServices are every ExternalService in the mesh; each is a
+	// destination named "ns/name" with no endpoints.
+	ExternalServices []ExternalService
+
+	// trafficPolicyOf, routesOf and externalOf index the traffic
+	// resources by service ("ns/name"): JSON documents, routes sorted by
+	// name.
+	trafficPolicyOf map[string][]byte
+	routesOf        map[string][][]byte
+	externalOf      map[string][]byte
 
 	policies []*config.AuthorizationPolicy
 	jsonOf   map[*config.AuthorizationPolicy][]byte
@@ -97,7 +146,42 @@ func (st *State) Seal() {
 	}
 	st.policySet = policy.NewSet(st.policies)
 	st.identityIDs = slices.Sorted(maps.Keys(st.Identities))
+
+	st.trafficPolicyOf = map[string][]byte{}
+	tpName := map[string]string{}
+	for _, tp := range st.TrafficPolicies {
+		m := tp.Policy.Metadata
+		svc := m.Namespace + "/" + tp.Policy.Spec.Service
+		if old, ok := tpName[svc]; ok && old <= m.Name {
+			continue // the smallest name wins (apply refuses a second one)
+		}
+		tpName[svc] = m.Name
+		st.trafficPolicyOf[svc] = tp.JSON
+	}
+	routes := slices.Clone(st.Routes)
+	slices.SortStableFunc(routes, func(a, b Route) int { return strings.Compare(a.Route.Metadata.Name, b.Route.Metadata.Name) })
+	st.routesOf = map[string][][]byte{}
+	for _, r := range routes {
+		svc := r.Route.Metadata.Namespace + "/" + r.Route.Spec.Service
+		st.routesOf[svc] = append(st.routesOf[svc], r.JSON)
+	}
+	st.externalOf = map[string][]byte{}
+	for _, e := range st.ExternalServices {
+		name := e.Service.Metadata.Namespace + "/" + e.Service.Metadata.Name
+		st.externalOf[name] = e.JSON
+		if !slices.Contains(st.Services, name) {
+			st.Services = append(st.Services, name)
+		}
+	}
 	slices.Sort(st.Services)
+}
+
+// protocolOf returns the protocol of a mesh service.
+func (st *State) protocolOf(svc string) string {
+	if p := st.Protocols[svc]; p != "" {
+		return p
+	}
+	return DefaultProtocol
 }
 
 // Compile returns the complete snapshot of node. It is pure: the same state
@@ -134,6 +218,11 @@ func Compile(st *State, node Node) (*apiv1.Snapshot, error) {
 			}
 		}
 	}
+	// The service's own traffic policy and routes: its inbound enforces
+	// their rate limits.
+	self := node.Service.String()
+	snap.Inbound.TrafficPolicy = st.trafficPolicyOf[self]
+	snap.Inbound.Routes = st.routesOf[self]
 
 	// Outbound: every service this node may call, with the caller's view of
 	// its policies and its endpoints.
@@ -148,6 +237,16 @@ func Compile(st *State, node Node) (*apiv1.Snapshot, error) {
 			continue
 		}
 		d := &apiv1.Destination{Service: name}
+		if ext, ok := st.externalOf[name]; ok {
+			// The caller is the only enforcement point of an external
+			// service: it gets the full policies that select it.
+			d.External = ext
+			for _, p := range st.policySet.Selecting(policy.Workload{Service: dest}) {
+				d.Policies = append(d.Policies, st.jsonOf[p])
+			}
+			snap.Destinations = append(snap.Destinations, d)
+			continue
+		}
 		for _, p := range view {
 			b, err := config.Marshal(p)
 			if err != nil {
@@ -155,8 +254,14 @@ func Compile(st *State, node Node) (*apiv1.Snapshot, error) {
 			}
 			d.Policies = append(d.Policies, b)
 		}
+		d.Protocol = st.protocolOf(name)
+		d.TrafficPolicy = st.trafficPolicyOf[name]
+		d.Routes = st.routesOf[name]
 		for _, ep := range st.Endpoints[name] {
-			d.Endpoints = append(d.Endpoints, &apiv1.Endpoint{Address: ep.Address, SpiffeId: ep.SPIFFEID, Instance: ep.Instance})
+			d.Endpoints = append(d.Endpoints, &apiv1.Endpoint{
+				Address: ep.Address, SpiffeId: ep.SPIFFEID, Instance: ep.Instance,
+				Labels: ep.Labels, Locality: ep.Locality, Draining: ep.Draining,
+			})
 		}
 		snap.Destinations = append(snap.Destinations, d)
 	}

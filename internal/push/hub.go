@@ -28,6 +28,11 @@ type Callbacks struct {
 	// snapshot last sent; answers to other versions and repeated answers
 	// are dropped, so a proxy cannot turn a flood of ACKs into work.
 	Acked func(snap *apiv1.Snapshot, nack string)
+	// Status is called for each Status message, in the order the proxy
+	// sent them (draining, or leaving on its way out). It runs on the
+	// stream's receiving goroutine: the next message is read once it
+	// returns.
+	Status func(st *apiv1.Status)
 }
 
 // Hub streams snapshots to subscribed proxies. A new State wakes every
@@ -86,8 +91,8 @@ func (h *Hub) Subscribers() int {
 }
 
 // ErrUnexpectedMessage is returned when a proxy sends anything but an Ack
-// after its Node.
-var ErrUnexpectedMessage = errors.New("unexpected message on subscribe stream: want ack")
+// or a Status after its Node.
+var ErrUnexpectedMessage = errors.New("unexpected message on subscribe stream: want ack or status")
 
 // Serve streams snapshots for node until ctx is done, the proxy closes the
 // stream (nil), or sending or receiving fails. The first snapshot is sent at
@@ -115,6 +120,12 @@ func (h *Hub) Serve(ctx context.Context, stream Stream, node Node, cb Callbacks)
 			if err != nil {
 				recvErr <- err
 				return
+			}
+			if st := req.GetStatus(); st != nil {
+				if cb.Status != nil {
+					cb.Status(st)
+				}
+				continue
 			}
 			ack := req.GetAck()
 			if ack == nil {

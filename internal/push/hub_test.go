@@ -483,3 +483,52 @@ func TestHubReadyAndState(t *testing.T) {
 		t.Errorf("State: got revision %d, want the last one set (2)", got.Revision)
 	}
 }
+
+// TestHubStatus checks that Status messages reach the Status callback in
+// order, before and after the first snapshot, and that the stream goes on.
+func TestHubStatus(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithCancel(t.Context())
+		h := push.NewHub(nil)
+		s := newFakeStream()
+		var (
+			mu  sync.Mutex
+			got []string
+		)
+		done := serve(ctx, h, s, webNode, push.Callbacks{Status: func(st *apiv1.Status) {
+			mu.Lock()
+			defer mu.Unlock()
+			got = append(got, st.String())
+		}})
+		status := func(draining, leaving bool) *apiv1.SubscribeRequest {
+			return &apiv1.SubscribeRequest{Kind: &apiv1.SubscribeRequest_Status{Status: &apiv1.Status{Draining: draining, Leaving: leaving}}}
+		}
+		// Before the first state: a proxy says it is draining right after
+		// its Node.
+		s.reqs <- status(true, false)
+		h.SetState(meshState(t, 9, meshPolicies))
+		synctest.Wait()
+		s.reqs <- status(false, false)
+		s.reqs <- status(true, true)
+		synctest.Wait()
+
+		mu.Lock()
+		want := []string{
+			(&apiv1.Status{Draining: true}).String(),
+			(&apiv1.Status{}).String(),
+			(&apiv1.Status{Draining: true, Leaving: true}).String(),
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("Status callbacks (-want +got):\n%s", diff)
+		}
+		mu.Unlock()
+		if n := len(s.sentNow()); n != 1 {
+			t.Errorf("snapshots sent: got %d, want 1 (Status messages do not end the stream)", n)
+		}
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("Serve: got %v, want context.Canceled", err)
+		}
+		s.close()
+	})
+}

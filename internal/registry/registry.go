@@ -152,6 +152,15 @@ type Proxy struct {
 	AckedVersion    int64  `json:"ackedVersion,omitempty"`
 	LastNack        string `json:"lastNack,omitempty"`
 	Version         string `json:"version,omitempty"`
+	// Locality is the proxy's "region/zone" (Node.locality); "" unknown.
+	Locality string `json:"locality,omitempty"`
+	// Protocol of the app behind the proxy's inbound (Node.protocol):
+	// "", "http", "http2", "grpc" or "tcp".
+	Protocol string `json:"protocol,omitempty"`
+	// Draining is true while the proxy asks callers to send it no new
+	// requests (Status.draining, or Status.leaving on its way out). A new
+	// stream clears it.
+	Draining bool `json:"draining,omitempty"`
 	// Stream identifies the Subscribe stream that holds the record: only
 	// it may record its state and its end.
 	Stream string `json:"stream,omitempty"`
