@@ -50,10 +50,20 @@
 // way, and its destination then sees it cut short, never whole.) Without ConnState the 400 is written at once, and can cut short
 // the answer to an earlier pipelined request.
 //
-// A connection a handler hijacks (a protocol upgrade) is no longer
-// followed: its bytes are the handler's from then on. Bytes a client sends
-// before the 101 are read as HTTP (clients wait for it; the mesh itself
-// does not forward upgrades).
+// A connection a handler hijacks (a protocol upgrade, a CONNECT tunnel) is
+// no longer followed: its bytes are the handler's from then on. Bytes a
+// client sends before the 101 (or the 200 of a CONNECT) are read as HTTP
+// (clients wait for it).
+//
+// With Config.AllowH2Preface, a connection whose first 24 bytes are the
+// HTTP/2 connection preface ("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n") is
+// passed through unguarded, for a server that serves HTTP/2 with prior
+// knowledge (http.Protocols.SetUnencryptedHTTP2): HTTP/2 frames every
+// message with explicit lengths, so there is no boundary to disagree on,
+// and net/http's HTTP/2 server validates the frames itself. The bytes of a
+// partial preface are held back until the preface is complete or broken; a
+// broken one is then read as HTTP/1.1 and refused like any other HTTP/2.0
+// request line. An Upgrade to h2c stays refused.
 package framing
 
 import (
@@ -82,7 +92,14 @@ type Config struct {
 	// Logger gets one Debug line per rejected connection (its reason and
 	// remote address, never request bytes). Default: discard.
 	Logger *slog.Logger
+	// AllowH2Preface passes through unguarded a connection that starts
+	// with the full HTTP/2 connection preface (see the package doc).
+	// Default: refused, as any version but HTTP/1.1 and HTTP/1.0.
+	AllowH2Preface bool
 }
+
+// h2Preface is the HTTP/2 client connection preface (RFC 9113 §3.4).
+const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 // headSlack is what net/http allows above MaxHeaderBytes.
 const headSlack = 4096
@@ -121,7 +138,7 @@ func (l *Listener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Conn{Conn: c, l: l, p: newParser(l.limit)}, nil
+	return &Conn{Conn: c, l: l, p: newParser(l.limit), preface: !l.cfg.AllowH2Preface}, nil
 }
 
 // Rejected returns how many connections were rejected for r.
@@ -148,6 +165,17 @@ type Conn struct {
 	p       parser
 	rej     *Error // why the connection was rejected, once it is
 	readErr error  // what Read returns after that
+
+	// The HTTP/2 preface, with Config.AllowH2Preface: preface is true once
+	// it is decided whether the connection starts with it (always true
+	// without the option), h2 when it does. held are the first bytes read
+	// while undecided, then the bytes still to return once decided (as
+	// read from the connection); heldErr the read error that came with
+	// them.
+	preface bool
+	h2      bool
+	held    []byte
+	heldErr error
 
 	state atomic.Uint32
 
@@ -187,8 +215,8 @@ func (c *Conn) Read(b []byte) (int, error) {
 	if c.rej != nil {
 		return c.afterReject(b)
 	}
-	n, err := c.Conn.Read(b)
-	if n <= 0 || c.state.Load()&hijacked != 0 {
+	n, err := c.readRaw(b)
+	if n <= 0 || c.h2 || c.state.Load()&hijacked != 0 {
 		return n, err
 	}
 	k, rerr := c.p.scan(b[:n])
@@ -200,6 +228,45 @@ func (c *Conn) Read(b []byte) (int, error) {
 		return k, nil // the acceptable bytes first
 	}
 	return c.afterReject(b)
+}
+
+// readRaw reads the next bytes of the connection as sent: with
+// AllowH2Preface, the bytes held while the preface was undecided first.
+func (c *Conn) readRaw(b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
+	for !c.preface {
+		n, err := c.Conn.Read(b)
+		c.held = append(c.held, b[:n]...)
+		k := min(len(c.held), len(h2Preface))
+		switch {
+		case string(c.held[:k]) != h2Preface[:k]:
+			c.preface = true
+		case k == len(h2Preface):
+			c.preface, c.h2 = true, true
+		}
+		if err != nil {
+			c.heldErr = err
+			c.preface = true
+		}
+	}
+	if len(c.held) == 0 {
+		if c.heldErr != nil {
+			err := c.heldErr
+			c.heldErr = nil
+			return 0, err
+		}
+		return c.Conn.Read(b)
+	}
+	n := copy(b, c.held)
+	if c.held = c.held[n:]; len(c.held) == 0 {
+		c.held = nil
+		err := c.heldErr
+		c.heldErr = nil
+		return n, err
+	}
+	return n, nil
 }
 
 // reject records why the connection is refused.

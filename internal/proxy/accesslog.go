@@ -38,7 +38,13 @@ type logInfo struct {
 	// ns/name#ruleN"), if anything.
 	audit  string
 	dryRun string
-	start  time.Time
+	// route is the route rule that matched ("route/rule"), fault the
+	// fault injected ("delay", "abort"), attempts the tries made when
+	// more than one.
+	route    string
+	fault    string
+	attempts int
+	start    time.Time
 }
 
 func (i *logInfo) setDecision(d *policy.Decision) {
@@ -77,12 +83,12 @@ func policyRule(policy string, rule int) string {
 // finish accounts for a request once it is answered: the counters, the
 // denial (process log, OnDeny) and the access log line.
 func (e *Engine) finish(r *http.Request, rw *recorder, info *logInfo) {
-	status := rw.status()
-	e.metrics.count(info, status)
+	status, g := rw.status(), grpcStatusOf(rw)
+	e.metrics.count(info, status, g)
 	if info.denied != 0 {
 		e.denied(r, info)
 	}
-	e.logRequest(r, rw, info, status)
+	e.logRequest(r, rw, info, status, g)
 }
 
 // maxDenialMethod and maxDenialReason bound what a Denial carries (the
@@ -123,7 +129,7 @@ func cut(s string, n int) string {
 
 // logRequest writes the access log line. Denials are logged at Warn so they
 // stand out; the query string is never logged.
-func (e *Engine) logRequest(r *http.Request, rw *recorder, info *logInfo, status int) {
+func (e *Engine) logRequest(r *http.Request, rw *recorder, info *logInfo, status int, g grpcLabel) {
 	level := slog.LevelInfo
 	if info.decision == telemetry.DecisionDeny {
 		level = slog.LevelWarn
@@ -157,6 +163,18 @@ func (e *Engine) logRequest(r *http.Request, rw *recorder, info *logInfo, status
 	}
 	if info.upstream != "" {
 		attrs = append(attrs, slog.String(telemetry.KeyUpstream, info.upstream))
+	}
+	if g != grpcNone {
+		attrs = append(attrs, slog.String(telemetry.KeyGRPCStatus, g.String()))
+	}
+	if info.route != "" {
+		attrs = append(attrs, slog.String(telemetry.KeyRoute, info.route))
+	}
+	if info.fault != "" {
+		attrs = append(attrs, slog.String(telemetry.KeyFault, info.fault))
+	}
+	if info.attempts > 1 {
+		attrs = append(attrs, slog.Int(telemetry.KeyAttempts, info.attempts))
 	}
 	if info.detail != "" {
 		attrs = append(attrs, slog.String(telemetry.KeyDetail, info.detail))

@@ -442,10 +442,11 @@ func TestAttackOutboundHostTricksHolds(t *testing.T) {
 			t.Errorf("Host %q: got %d %q, want 200 (a documented form of default/api)", host, got.status, got.body)
 		}
 	}
-	// CONNECT is refused; an absolute-form target wins over Host, as in
-	// every HTTP parser.
-	if got := plainRaw(t, m.outbound, "CONNECT api.default:80 HTTP/1.1\r\nHost: api.default:80\r\n\r\n"); got.status != http.StatusMethodNotAllowed {
-		t.Errorf("CONNECT: got %d, want 405", got.status)
+	// CONNECT to a service the caller may not call is refused (tunnels to
+	// the others: tunnel_test.go); an absolute-form target wins over
+	// Host, as in every HTTP parser.
+	if got := plainRaw(t, m.outbound, "CONNECT secret.default:80 HTTP/1.1\r\nHost: api.default:80\r\n\r\n"); got.status != http.StatusForbidden {
+		t.Errorf("CONNECT: got %d, want 403", got.status)
 	}
 	before := len(m.apiApp.requests())
 	if got := plainRaw(t, m.outbound, "GET http://secret.default/public/x HTTP/1.1\r\nHost: api.default\r\nConnection: close\r\n\r\n"); got.status != http.StatusForbidden || len(m.apiApp.requests()) != before {

@@ -20,7 +20,14 @@ import (
 // both ends and access logs off. Both engines, the client and the app share
 // the process, so ns/op is the whole round trip's cost on this machine; run
 // it with -cpuprofile to see where the data path spends it.
-func BenchmarkPair(b *testing.B) {
+func BenchmarkPair(b *testing.B) { benchPair(b, false) }
+
+// BenchmarkPairDialPerRequest is BenchmarkPair with a new mTLS connection
+// (TCP + TLS 1.3 handshake, HTTP/2 preface) between the engines for every
+// request: what the pooled, multiplexed connections save.
+func BenchmarkPairDialPerRequest(b *testing.B) { benchPair(b, true) }
+
+func benchPair(b *testing.B, dialPerRequest bool) {
 	a := newAuthority(b)
 	echo := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// An HTTP/1.1 handler must read the whole body before it writes.
@@ -48,6 +55,9 @@ func BenchmarkPair(b *testing.B) {
 			Endpoints: []*apiv1.Endpoint{{Address: apiAddr, SpiffeId: api.id().String()}},
 		}},
 	})
+	if dialPerRequest {
+		web.engine.DialPerRequest()
+	}
 	out := servePlain(b, web.engine.Outbound())
 	u, err := url.Parse("http://" + out)
 	if err != nil {

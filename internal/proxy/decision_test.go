@@ -252,8 +252,8 @@ func TestRequestModel(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, mf := range mfs {
-			if mf.GetName() == "bulwark_authz_decisions_total" && len(mf.GetMetric()) != 16 {
-				t.Errorf("bulwark_authz_decisions_total: got %d series, want 16 (2 directions x 8 reasons)", len(mf.GetMetric()))
+			if mf.GetName() == "bulwark_authz_decisions_total" && len(mf.GetMetric()) != 18 {
+				t.Errorf("bulwark_authz_decisions_total: got %d series, want 18 (2 directions x 9 reasons)", len(mf.GetMetric()))
 			}
 		}
 	})

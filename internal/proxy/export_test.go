@@ -25,3 +25,8 @@ func NewDenyLog(logger *slog.Logger, c clock.Clock, every time.Duration, max int
 
 // Log logs d, rate-limited.
 func (d *DenyLog) Log(den Denial) { d.l.log(&den) }
+
+// DialPerRequest makes the engine open a new mTLS connection for every
+// request to a peer and close it after, for the benchmark that measures
+// what pooled HTTP/2 connections save.
+func (e *Engine) DialPerRequest() { e.pool.perRequest = true }

@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"fmt"
+	"net/http"
+	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -26,6 +28,7 @@ const (
 	labelUnauthenticated
 	labelRevoked
 	labelPeerUnverified
+	labelUndeclaredHost
 	numReasonLabels
 )
 
@@ -48,6 +51,8 @@ func (l reasonLabel) String() string {
 		return telemetry.ReasonRevoked
 	case labelPeerUnverified:
 		return telemetry.ReasonPeerUnverified
+	case labelUndeclaredHost:
+		return telemetry.ReasonUndeclaredHost
 	}
 	return ""
 }
@@ -102,9 +107,13 @@ func codeClass(i int) string {
 // allocation) and every series exists from the start at 0.
 type metrics struct {
 	decisions [numDirections][numReasonLabels]prometheus.Counter
-	requests  [numDirections][6]prometheus.Counter
+	requests  [numDirections][6][numGRPCLabels]prometheus.Counter
 	dryRun    [numDirections]prometheus.Counter
 	audit     [numDirections]prometheus.Counter
+
+	// Traffic management, outbound (retries, ejections, breaker, mirrors)
+	// and inbound (rate limits).
+	retries, ejections, breakerOpen, mirrorDropped, rateLimited prometheus.Counter
 }
 
 // newMetrics creates the counters and registers them on reg (nil: kept
@@ -116,8 +125,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}, []string{"direction", "decision", "reason"})
 	requests := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "bulwark_requests_total",
-		Help: "Requests the proxy answered, by direction and status code class (1xx to 5xx; 499: the client went away).",
-	}, []string{"direction", "code_class"})
+		Help: "Requests the proxy answered, by direction, status code class (1xx to 5xx; 499: the client went away) and gRPC status (a code name; empty for a response without grpc-status).",
+	}, []string{"direction", "code_class", "grpc_status"})
 	dryRun := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "bulwark_authz_dry_run_differs_total",
 		Help: "Requests whose decision a dry-run policy would have changed, by direction.",
@@ -126,14 +135,23 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Name: "bulwark_authz_audited_total",
 		Help: "Requests an AUDIT policy matched, by direction.",
 	}, []string{"direction"})
+	counter := func(name, help string) prometheus.Counter {
+		return prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
+	}
+	m := &metrics{
+		retries:       counter("bulwark_retries_total", "Outbound tries sent again (retries), within the retry budget."),
+		ejections:     counter("bulwark_outlier_ejections_total", "Endpoints ejected by outlier detection."),
+		breakerOpen:   counter("bulwark_circuit_breaker_open_total", "Outbound requests answered 503 at once because a connection limit (circuit breaker) was reached."),
+		mirrorDropped: counter("bulwark_mirror_dropped_total", "Mirrored copies dropped because too many were in flight."),
+		rateLimited:   counter("bulwark_rate_limited_total", "Inbound requests answered 429 by a rate limit."),
+	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{decisions, requests, dryRun, audit} {
+		for _, c := range []prometheus.Collector{decisions, requests, dryRun, audit, m.retries, m.ejections, m.breakerOpen, m.mirrorDropped, m.rateLimited} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("register metrics: %w", err)
 			}
 		}
 	}
-	m := &metrics{}
 	for d := range numDirections {
 		dir := dirName(d)
 		for l := labelAllowed; l < numReasonLabels; l++ {
@@ -144,7 +162,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			m.decisions[d][l] = decisions.WithLabelValues(dir, decision, l.String())
 		}
 		for c := range m.requests[d] {
-			m.requests[d][c] = requests.WithLabelValues(dir, codeClass(c))
+			for g := range grpcLabel(numGRPCLabels) {
+				m.requests[d][c][g] = requests.WithLabelValues(dir, codeClass(c), g.String())
+			}
 		}
 		m.dryRun[d] = dryRun.WithLabelValues(dir)
 		m.audit[d] = audit.WithLabelValues(dir)
@@ -152,14 +172,18 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	return m, nil
 }
 
-// count adds one request of info, answered with status, to the counters.
-func (m *metrics) count(info *logInfo, status int) {
+// count adds one request of info, answered with status and the gRPC
+// status g, to the counters.
+func (m *metrics) count(info *logInfo, status int, g grpcLabel) {
 	d := dirIndex(info.direction)
 	class := status / 100
 	if class < 1 || class > 5 {
 		class = 0
 	}
-	m.requests[d][class].Inc()
+	if g >= numGRPCLabels {
+		g = grpcNone
+	}
+	m.requests[d][class][g].Inc()
 	if info.label != labelNone {
 		m.decisions[d][info.label].Inc()
 	}
@@ -169,4 +193,54 @@ func (m *metrics) count(info *logInfo, status int) {
 	if info.audit != "" {
 		m.audit[d].Inc()
 	}
+}
+
+// grpcLabel is the grpc_status label of a request: grpcNone for a response
+// without grpc-status, else the gRPC code plus one.
+type grpcLabel uint8
+
+// grpcNone marks a response without grpc-status; numGRPCLabels bounds the
+// labels (the 17 codes of gRPC, and grpcNone).
+const (
+	grpcNone      grpcLabel = 0
+	numGRPCLabels grpcLabel = 18
+)
+
+// grpcCodeNames are the names of the gRPC status codes, by code.
+var grpcCodeNames = [numGRPCLabels - 1]string{
+	"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
+	"NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
+	"FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED",
+	"INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
+}
+
+// String returns the label's value: a code name, or "".
+func (g grpcLabel) String() string {
+	if g == grpcNone || g >= numGRPCLabels {
+		return ""
+	}
+	return grpcCodeNames[g-1]
+}
+
+// grpcStatusOf reads the gRPC status of a response once it is written:
+// from its trailers (net/http keeps them in the header map, declared or
+// with http.TrailerPrefix), or from its headers for a trailers-only
+// response. A value that is not a code of gRPC counts as UNKNOWN, as
+// gRPC clients read it.
+func grpcStatusOf(rw *recorder) grpcLabel {
+	if rw.ResponseWriter == nil {
+		return grpcNone // a TCP tunnel: no HTTP response
+	}
+	h := rw.Header()
+	v := h.Get("Grpc-Status")
+	if v == "" {
+		if v = h.Get(http.TrailerPrefix + "Grpc-Status"); v == "" {
+			return grpcNone
+		}
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 || n >= int(numGRPCLabels-1) {
+		return grpcLabel(2 + 1) // UNKNOWN
+	}
+	return grpcLabel(n + 1)
 }

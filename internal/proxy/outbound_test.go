@@ -82,9 +82,10 @@ func TestOutbound(t *testing.T) {
 			wantCode: 400, wantBody: "use http:// through the mesh: the sidecar encrypts\n",
 		},
 		{
-			name:     "connect",
-			req:      "CONNECT api.default:443 HTTP/1.1\r\nHost: api.default:443",
-			wantCode: 405, wantBody: "CONNECT is not supported\n",
+			// CONNECT needs a port (tunnels: tunnel_test.go).
+			name:     "connect_without_port",
+			req:      "CONNECT api.default HTTP/1.1\r\nHost: api.default",
+			wantCode: 400, wantBody: "bad request: CONNECT needs host:port\n",
 		},
 		{
 			name:     "unknown_service",
@@ -92,9 +93,10 @@ func TestOutbound(t *testing.T) {
 			wantCode: 503, wantBody: "no such service\n",
 		},
 		{
+			// Not a mesh service and not declared: egress is denied.
 			name:     "ip_address_host",
 			req:      "GET /public/x HTTP/1.1\r\nHost: 127.0.0.1",
-			wantCode: 503, wantBody: "no such service\n",
+			wantCode: 403, wantBody: "forbidden\n",
 		},
 		{
 			name:     "existing_but_not_callable",

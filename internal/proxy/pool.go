@@ -15,6 +15,7 @@ import (
 	"golang.org/x/net/http2"
 
 	"github.com/bulwarkmesh/bulwark/internal/mtls"
+	"github.com/bulwarkmesh/bulwark/internal/resilience"
 )
 
 // poolKey identifies a peer: an address and the identity it must present.
@@ -52,6 +53,8 @@ type pool struct {
 	// serves its one request and is then shut down.
 	keep   map[poolKey]bool
 	closed bool
+	// perRequest dials a connection for every request (benchmarks only).
+	perRequest bool
 }
 
 func newPool(tlsConfig func(spiffeid.ID) *tls.Config, revoked func(*x509.Certificate) bool) *pool {
@@ -74,9 +77,13 @@ func newPool(tlsConfig func(spiffeid.ID) *tls.Config, revoked func(*x509.Certifi
 // errPoolClosed is returned after close.
 var errPoolClosed = errors.New("connection pool closed")
 
-// roundTrip sends req on a connection to key.
-func (p *pool) roundTrip(req *http.Request, key poolKey) (*http.Response, error) {
-	cc, pooled, err := p.get(req.Context(), key)
+// roundTrip sends req on a connection to key. A request that has to wait
+// for a connection to be dialed holds one of pending (nil: no limit) while
+// it waits, and fails at once with an overflowError when there is none; a
+// new connection is not dialed when maxConns (0: no limit) connections to
+// key are open and none can take the stream.
+func (p *pool) roundTrip(req *http.Request, key poolKey, pending *resilience.Limiter, maxConns int) (*http.Response, error) {
+	cc, pooled, err := p.get(req.Context(), key, pending, maxConns)
 	if err != nil {
 		return nil, err
 	}
@@ -90,7 +97,13 @@ func (p *pool) roundTrip(req *http.Request, key poolKey) (*http.Response, error)
 // get returns a connection to key that can take a new stream, dialing one
 // when none can. pooled is false for a connection dialed for a peer that
 // left the snapshot meanwhile.
-func (p *pool) get(ctx context.Context, key poolKey) (cc *http2.ClientConn, pooled bool, err error) {
+func (p *pool) get(ctx context.Context, key poolKey, pending *resilience.Limiter, maxConns int) (cc *http2.ClientConn, pooled bool, err error) {
+	waiting := false
+	defer func() {
+		if waiting {
+			pending.Release()
+		}
+	}()
 	for {
 		p.mu.Lock()
 		if p.closed {
@@ -117,6 +130,17 @@ func (p *pool) get(ctx context.Context, key poolKey) (cc *http2.ClientConn, pool
 		if usable != nil {
 			p.mu.Unlock()
 			return usable, true, nil
+		}
+		if maxConns > 0 && len(live) >= maxConns {
+			p.mu.Unlock()
+			return nil, false, &overflowError{what: "maxConnections"}
+		}
+		if pending != nil && !waiting {
+			if !pending.TryAcquire() {
+				p.mu.Unlock()
+				return nil, false, &overflowError{what: "maxPendingRequests"}
+			}
+			waiting = true
 		}
 		if wait, ok := p.dialing[key]; ok {
 			p.mu.Unlock()
@@ -148,7 +172,7 @@ func (p *pool) get(ctx context.Context, key poolKey) (cc *http2.ClientConn, pool
 			// meanwhile could not see this connection.
 			pc.cc.Close()
 			return nil, false, &connectError{err: fmt.Errorf("peer %s (%s) presented a revoked certificate", key.addr, key.id)}
-		case p.keep != nil && !p.keep[key]:
+		case p.keep != nil && !p.keep[key], p.perRequest:
 			return pc.cc, false, nil
 		}
 		p.conns[key] = append(p.conns[key], pc)

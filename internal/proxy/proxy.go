@@ -57,7 +57,6 @@ import (
 	"net/netip"
 	"net/url"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -69,6 +68,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	apiv1 "github.com/bulwarkmesh/bulwark/api/v1alpha1"
+	"github.com/bulwarkmesh/bulwark/internal/balancer"
 	"github.com/bulwarkmesh/bulwark/internal/clock"
 	"github.com/bulwarkmesh/bulwark/internal/identity"
 	"github.com/bulwarkmesh/bulwark/internal/mtls"
@@ -101,6 +101,14 @@ type Config struct {
 	// or 403) whose caller and path are known, on the request's goroutine:
 	// it must not block.
 	OnDeny func(Denial)
+	// Locality of this proxy: locality-aware load balancing prefers
+	// endpoints in its zone, then its region. Zero: unknown.
+	Locality balancer.Locality
+	// AppProtocol is the protocol of the app: ProtocolHTTP (HTTP/1.1, the
+	// default when empty), ProtocolHTTP2 or ProtocolGRPC (HTTP/2 without
+	// TLS, prior knowledge, so that trailers pass), or ProtocolTCP (the
+	// inbound side then takes CONNECT tunnels only).
+	AppProtocol string
 }
 
 // Engine forwards requests.
@@ -119,7 +127,20 @@ type Engine struct {
 	toPeer       *httputil.ReverseProxy
 
 	appTransport *http.Transport
-	closeOnce    sync.Once
+	// appDialer dials the app for tunnels (upgrades, TCP).
+	appDialer *net.Dialer
+	closeOnce sync.Once
+
+	// dstates keeps each destination's load, ejection, budget and breaker
+	// state across snapshots; rates the rate-limit buckets of the inbound
+	// side, by configuration (rateMu guards it; only apply writes it).
+	dstates *destStates
+	rateMu  sync.Mutex
+	rates   map[string]*rateLimit
+	// mirrors bounds the mirrored requests in flight.
+	mirrors chan struct{}
+	// egress keeps the transports of external destinations (egress.go).
+	egress egressCache
 
 	mu sync.Mutex
 	// inbound are the listeners InboundListener prepared.
@@ -150,18 +171,32 @@ func New(cfg Config) (*Engine, error) {
 		access:       telemetry.OrDiscard(cfg.AccessLog),
 		metrics:      m,
 		selfServices: []string{cfg.Service.String()},
+		dstates:      &destStates{clock: clock.OrReal(cfg.Clock), m: map[string]*destState{}},
+		rates:        map[string]*rateLimit{},
+		mirrors:      make(chan struct{}, maxMirrors),
 	}
 	e.denies = newDenyLog(e.logger, clock.OrReal(cfg.Clock), denyLogEvery, denyLogEdges)
 	e.pool = newPool(func(want spiffeid.ID) *tls.Config {
 		return mtls.Mesh{SVID: cfg.SVID, Bundle: cfg.Bundle, Revoked: e.refuser(telemetry.DirectionOutbound)}.ClientConfig(want)
 	}, e.revoked)
+	switch cfg.AppProtocol {
+	case "", ProtocolHTTP, ProtocolHTTP2, ProtocolGRPC, ProtocolTCP:
+	default:
+		return nil, fmt.Errorf("proxy: app protocol %q: want %s, %s, %s or %s", cfg.AppProtocol, ProtocolHTTP, ProtocolHTTP2, ProtocolGRPC, ProtocolTCP)
+	}
+	e.appDialer = &net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}
 	e.appTransport = &http.Transport{
-		DialContext:           (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		DialContext:           e.appDialer.DialContext,
 		MaxIdleConns:          1024,
 		MaxIdleConnsPerHost:   256,
 		IdleConnTimeout:       90 * time.Second,
 		DisableCompression:    true,
 		ExpectContinueTimeout: time.Second,
+	}
+	if cfg.AppProtocol == ProtocolHTTP2 || cfg.AppProtocol == ProtocolGRPC {
+		var h2c http.Protocols
+		h2c.SetUnencryptedHTTP2(true)
+		e.appTransport.Protocols = &h2c
 	}
 	bufs := &bufferPool{}
 	e.toApp = &httputil.ReverseProxy{
@@ -171,10 +206,11 @@ func New(cfg Config) (*Engine, error) {
 		ErrorHandler: e.upstreamError,
 	}
 	e.toPeer = &httputil.ReverseProxy{
-		Rewrite:      rewrite,
-		Transport:    roundTripperFunc(e.peerRoundTrip),
-		BufferPool:   bufs,
-		ErrorHandler: e.upstreamError,
+		Rewrite:        rewrite,
+		Transport:      roundTripperFunc(e.peerRoundTrip),
+		BufferPool:     bufs,
+		ErrorHandler:   e.upstreamError,
+		ModifyResponse: e.modifyResponse,
 	}
 	return e, nil
 }
@@ -205,6 +241,8 @@ func (e *Engine) apply(snap *apiv1.Snapshot, lkg bool) error {
 		e.logger.Warn("endpoint dropped from snapshot", telemetry.KeyDetail, d)
 	}
 	t.lastKnownGood = lkg
+	e.attach(t)
+	e.attachEgress(t)
 	prev := e.table.Load()
 	e.table.Store(t)
 	if added := newlyRevoked(prev, t); len(added) > 0 {
@@ -316,6 +354,7 @@ func (e *Engine) Close() {
 	e.closeOnce.Do(func() {
 		e.pool.close()
 		e.appTransport.CloseIdleConnections()
+		e.closeEgress()
 	})
 }
 
@@ -421,6 +460,11 @@ func (e *Engine) serveInbound(w http.ResponseWriter, r *http.Request) {
 		e.reject(rw, info, http.StatusForbidden, "forbidden", err.Error())
 		return
 	}
+	// A TCP tunnel has no path to check (tunnel.go).
+	if r.Method == http.MethodConnect || e.cfg.AppProtocol == ProtocolTCP {
+		e.serveInboundTunnel(rw, r, info, peer)
+		return
+	}
 	path, query, ok := e.hygiene(rw, info, r, r.RequestURI)
 	if !ok {
 		return
@@ -475,10 +519,20 @@ func (e *Engine) serveInbound(w http.ResponseWriter, r *http.Request) {
 		e.reject(rw, info, http.StatusForbidden, "forbidden", "")
 		return
 	}
+	if e.rateLimited(rw, info, t, peer, r, path, query) {
+		return
+	}
 
+	// A tunnelled upgrade (tunnel.go) names its protocol in a header the
+	// strip below removes.
+	upgrade := r.Header.Get(upgradeHeader)
 	stripIdentityHeaders(r.Header)
 	r.Header.Set(xfcc, "By="+e.selfID()+";URI="+peer)
 	setTarget(r, "http", e.cfg.App, e.cfg.Service.Host(), path, query)
+	if upgrade != "" {
+		e.upgradeToApp(rw, r, info, upgrade)
+		return
+	}
 	e.toApp.ServeHTTP(rw, r)
 }
 
@@ -488,7 +542,7 @@ func (e *Engine) serveOutbound(w http.ResponseWriter, r *http.Request) {
 	defer e.finish(r, rw, info)
 
 	if r.Method == http.MethodConnect {
-		e.reject(rw, info, http.StatusMethodNotAllowed, "CONNECT is not supported", "connect")
+		e.serveOutboundConnect(rw, r, info)
 		return
 	}
 	host, target, err := outboundTarget(r)
@@ -501,6 +555,10 @@ func (e *Engine) serveOutbound(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	// A host that names no mesh service is egress (egress.go).
+	if e.serveEgress(rw, r, info, host, path, query) {
+		return
+	}
 	svc, err := identity.ServiceFromHost(host, e.cfg.Service.Namespace)
 	if err != nil {
 		e.reject(rw, info, http.StatusServiceUnavailable, "no such service", "host is not a mesh service")
@@ -508,65 +566,6 @@ func (e *Engine) serveOutbound(w http.ResponseWriter, r *http.Request) {
 	}
 	info.destination = svc.String()
 	e.forward(rw, r, info, svc, host, path, query)
-}
-
-// forward authorizes a request as the caller and sends it to an endpoint of
-// svc; authority is the host[:port] the app addressed.
-func (e *Engine) forward(rw *recorder, r *http.Request, info *logInfo, svc identity.ServiceRef, authority, path, query string) {
-	t := e.table.Load()
-	if t == nil {
-		e.reject(rw, info, http.StatusServiceUnavailable, "proxy not ready", "no snapshot yet")
-		return
-	}
-	name := svc.String()
-	dest := t.dests[name]
-	if dest == nil {
-		if _, exists := t.services[name]; exists {
-			info.decision, info.reason, info.label = telemetry.DecisionDeny, policy.ReasonNoAllowMatch.String(), labelNoAllowMatch
-			e.reject(rw, info, http.StatusForbidden, "forbidden", "")
-			return
-		}
-		e.reject(rw, info, http.StatusServiceUnavailable, "no such service", "unknown service")
-		return
-	}
-	_, port, err := hostPort(authority, defaultPort)
-	if err != nil {
-		e.reject(rw, info, http.StatusBadRequest, "bad request", err.Error())
-		return
-	}
-	// The caller knows who it is and what it calls; the callee decides on
-	// the rest (its view of the policies is the more permissive one).
-	req := policy.Request{
-		Source:  policy.Source{ID: info.source, Services: e.selfServices},
-		Method:  r.Method,
-		Host:    dest.host,
-		Port:    port,
-		Path:    path,
-		Query:   query,
-		Headers: r.Header,
-		Time:    info.start,
-	}
-	dec := dest.index.Decide(&req)
-	info.setDecision(&dec)
-	if !dec.Allow {
-		e.reject(rw, info, http.StatusForbidden, "forbidden", "")
-		return
-	}
-	ep, ok := dest.pick()
-	if !ok {
-		e.reject(rw, info, http.StatusServiceUnavailable, "no healthy upstream", "no endpoints")
-		return
-	}
-	info.upstream = ep.addr
-	stripIdentityHeaders(r.Header)
-	r.Header.Del("Proxy-Authorization")
-	host := dest.host
-	if port != defaultPort {
-		// The callee decides on the port the app addressed too.
-		host += ":" + strconv.Itoa(port)
-	}
-	setTarget(r, "https", ep.addr, host, path, query)
-	e.toPeer.ServeHTTP(rw, r)
 }
 
 // rewrite runs after ReverseProxy has prepared the outgoing request from the
@@ -587,25 +586,21 @@ func rewrite(pr *httputil.ProxyRequest) {
 // xfcc is the canonical name of the identity header the inbound side sets.
 const xfcc = "X-Forwarded-Client-Cert"
 
-// peerRoundTrip sends a request on a pooled connection to the endpoint in
-// its URL, which must present the identity the current snapshot names for it.
-func (e *Engine) peerRoundTrip(req *http.Request) (*http.Response, error) {
-	t := e.table.Load()
-	id, ok := t.idByAddr[req.URL.Host]
-	if !ok {
-		return nil, &connectError{err: fmt.Errorf("endpoint %s is no longer in the snapshot", req.URL.Host)}
-	}
-	return e.pool.roundTrip(req, poolKey{addr: req.URL.Host, id: id})
-}
-
 // upstreamError answers when the app or a peer cannot be reached or fails.
 func (e *Engine) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
 	status, msg := http.StatusBadGateway, "bad gateway"
 	var ce *connectError
 	var oe *net.OpError
+	var ov *overflowError
 	switch {
-	case errors.Is(err, context.Canceled):
+	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
 		status, msg = 499, "client closed request"
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, errPerTryTimeout):
+		status, msg = http.StatusGatewayTimeout, "upstream request timeout"
+	case errors.As(err, &ov):
+		status, msg = http.StatusServiceUnavailable, "upstream overloaded"
+	case errors.Is(err, errNoEndpoint):
+		status, msg = http.StatusServiceUnavailable, "no healthy upstream"
 	case errors.As(err, &ce), errors.As(err, &oe) && oe.Op == "dial":
 		status, msg = http.StatusServiceUnavailable, "upstream unavailable"
 	}

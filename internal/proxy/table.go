@@ -4,12 +4,12 @@ import (
 	"crypto/x509"
 	"fmt"
 	"slices"
-	"sync/atomic"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	apiv1 "github.com/bulwarkmesh/bulwark/api/v1alpha1"
 	"github.com/bulwarkmesh/bulwark/internal/authn"
+	"github.com/bulwarkmesh/bulwark/internal/balancer"
 	"github.com/bulwarkmesh/bulwark/internal/clock"
 	"github.com/bulwarkmesh/bulwark/internal/config"
 	"github.com/bulwarkmesh/bulwark/internal/identity"
@@ -45,7 +45,19 @@ type table struct {
 	// authn authenticates inbound requests with the JWT providers that
 	// select this workload; nil when none does.
 	authn *authn.Authenticator
+	// inTraffic and inRoutes are the TrafficPolicy and Routes of this
+	// proxy's own service: the inbound side enforces their rate limits
+	// (rate and ruleRates, attached by the engine with their buckets).
+	inTraffic *trafficPolicy
+	inRoutes  *routeTable
+	rate      *rateLimit
+	ruleRates map[*routeRule]*rateLimit
+	// egress finds the external destinations declaring a host (egress.go).
+	egress *egressIndex
 }
+
+// protocolTCP is the protocol of a service reached as raw TCP.
+const protocolTCP = "tcp"
 
 // destination is a service this proxy may call.
 type destination struct {
@@ -53,22 +65,45 @@ type destination struct {
 	host      string
 	index     *policy.Index
 	endpoints []endpoint
-	next      atomic.Uint64
+	// protocol is the service's protocol ("http", "http2", "grpc", "tcp").
+	protocol string
+	// traffic is its TrafficPolicy (the defaults when it has none), routes
+	// its Routes (nil: none), and ruleRetry the retry policies of the rules
+	// that override the TrafficPolicy's.
+	traffic   *trafficPolicy
+	routes    *routeTable
+	ruleRetry map[*routeRule]*retryPolicy
+	// state survives snapshots (load statistics, ejections, budget,
+	// breaker); all balances over every endpoint, subsets over those of
+	// one version. The engine attaches them after compile.
+	state   *destState
+	all     *subset
+	subsets map[string]*subset
+	// external is set for an ExternalService (egress.go): no endpoints,
+	// and index holds the full policies selecting it.
+	external *external
 }
 
 type endpoint struct {
-	addr string
-	id   spiffeid.ID
+	addr     string
+	id       spiffeid.ID
+	labels   map[string]string
+	locality balancer.Locality
+	draining bool
 }
 
-// pick returns the next endpoint in round robin. Load balancing with
-// latency awareness and health replaces this in the traffic-management work.
+// pick returns an endpoint for a connection that is not an HTTP request
+// (a TCP tunnel): the balancer's choice among the endpoints not ejected.
 func (d *destination) pick() (endpoint, bool) {
-	n := len(d.endpoints)
-	if n == 0 {
+	fs := fwdState{dest: d, set: d.all}
+	if d.all == nil {
 		return endpoint{}, false
 	}
-	return d.endpoints[(d.next.Add(1)-1)%uint64(n)], true
+	i := pickFor(&fs, 0)
+	if i < 0 {
+		return endpoint{}, false
+	}
+	return d.all.eps[i], true
 }
 
 // compile builds a table from a snapshot for the proxy of svc. Every policy
@@ -109,6 +144,12 @@ func compile(snap *apiv1.Snapshot, svc identity.ServiceRef, c clock.Clock) (t *t
 	if t.authn, err = compileJWTProviders(snap.GetJwtProviders(), c); err != nil {
 		return nil, nil, err
 	}
+	if t.inTraffic, err = compileTrafficPolicy(snap.GetInbound().GetTrafficPolicy()); err != nil {
+		return nil, nil, fmt.Errorf("inbound: %w", err)
+	}
+	if t.inRoutes, err = compileRoutes(snap.GetInbound().GetRoutes()); err != nil {
+		return nil, nil, fmt.Errorf("inbound: routes: %w", err)
+	}
 	for _, p := range snap.GetInbound().GetPeers() {
 		t.peers[p.GetSpiffeId()] = p.GetServices()
 	}
@@ -129,7 +170,21 @@ func compile(snap *apiv1.Snapshot, svc identity.ServiceRef, c clock.Clock) (t *t
 		if err != nil {
 			return nil, nil, fmt.Errorf("destinations[%d] (%s): %w", i, ref, err)
 		}
-		dest := &destination{ref: ref, host: ref.Host(), index: index}
+		dest := &destination{ref: ref, host: ref.Host(), index: index, protocol: d.GetProtocol()}
+		if doc := d.GetExternal(); len(doc) > 0 {
+			if dest.external, err = compileExternal(doc); err != nil {
+				return nil, nil, fmt.Errorf("destinations[%d] (%s): %w", i, ref, err)
+			}
+		}
+		if dest.traffic, err = compileTrafficPolicy(d.GetTrafficPolicy()); err != nil {
+			return nil, nil, fmt.Errorf("destinations[%d] (%s): %w", i, ref, err)
+		}
+		if dest.routes, err = compileRoutes(d.GetRoutes()); err != nil {
+			return nil, nil, fmt.Errorf("destinations[%d] (%s): routes: %w", i, ref, err)
+		}
+		if dest.ruleRetry, err = compileRuleRetries(dest.routes); err != nil {
+			return nil, nil, fmt.Errorf("destinations[%d] (%s): routes: %w", i, ref, err)
+		}
 		for j, ep := range d.GetEndpoints() {
 			id, err := spiffeid.FromString(ep.GetSpiffeId())
 			if err != nil {
@@ -140,7 +195,12 @@ func compile(snap *apiv1.Snapshot, svc identity.ServiceRef, c clock.Clock) (t *t
 				dropped = append(dropped, fmt.Sprintf("address %s claimed by %s and %s", ep.GetAddress(), prev, id))
 			}
 			t.idByAddr[ep.GetAddress()] = id
-			dest.endpoints = append(dest.endpoints, endpoint{addr: ep.GetAddress(), id: id})
+			// A locality the proxy cannot read is unknown: it only
+			// weakens locality preference, so it is not worth a NACK.
+			loc, _ := balancer.ParseLocality(ep.GetLocality())
+			dest.endpoints = append(dest.endpoints, endpoint{
+				addr: ep.GetAddress(), id: id, labels: ep.GetLabels(), locality: loc, draining: ep.GetDraining(),
+			})
 		}
 		t.dests[ref.String()] = dest
 		t.services[ref.String()] = struct{}{}
@@ -153,6 +213,7 @@ func compile(snap *apiv1.Snapshot, svc identity.ServiceRef, c clock.Clock) (t *t
 			d.endpoints = slices.DeleteFunc(d.endpoints, func(ep endpoint) bool { return conflicts[ep.addr] })
 		}
 	}
+	indexExternals(t)
 	return t, dropped, nil
 }
 
@@ -168,6 +229,29 @@ func decodePolicies(docs [][]byte) ([]*config.AuthorizationPolicy, error) {
 			return nil, fmt.Errorf("policies[%d]: kind %s is not an AuthorizationPolicy", i, o.GetTypeMeta().Kind)
 		}
 		out = append(out, p)
+	}
+	return out, nil
+}
+
+// compileRuleRetries compiles the retry policies of the route rules that
+// set one.
+func compileRuleRetries(rt *routeTable) (map[*routeRule]*retryPolicy, error) {
+	if rt == nil {
+		return nil, nil
+	}
+	var out map[*routeRule]*retryPolicy
+	for _, r := range rt.rules {
+		if r.retries == nil {
+			continue
+		}
+		rp, err := compileRetry(r.retries)
+		if err != nil {
+			return nil, fmt.Errorf("rule %s: retries: %w", r.name, err)
+		}
+		if out == nil {
+			out = map[*routeRule]*retryPolicy{}
+		}
+		out[r] = rp
 	}
 	return out, nil
 }

@@ -34,6 +34,10 @@ const (
 	KeyDurationMS   = "duration_ms"
 	KeyAddress      = "address"
 	KeyUpstream     = "upstream"
+	KeyRoute        = "route"
+	KeyFault        = "fault"
+	KeyAttempts     = "attempts"
+	KeyGRPCStatus   = "grpc_status"
 	KeyInbound      = "inbound"
 	KeyOutbound     = "outbound"
 	KeyVersion      = "version"
@@ -103,6 +107,9 @@ const (
 	// ReasonPeerUnverified: the peer presented no SVID that is still
 	// valid.
 	ReasonPeerUnverified = "peer_unverified"
+	// ReasonUndeclaredHost: egress to a host, port or protocol that no
+	// ExternalService the caller may reach declares.
+	ReasonUndeclaredHost = "undeclared_host"
 )
 
 // Discard returns a logger that drops everything.
