@@ -259,7 +259,7 @@ func TestGetTables(t *testing.T) {
 	now := time.Now()
 	records := []registry.Proxy{
 		{Instance: "web-aaaa", Namespace: "default", Service: "web", Identity: "spiffe://bulwark.test/ns/default/sa/web", Address: "127.0.0.1:1001",
-			Connected: true, Live: true, SVIDExpiry: now.Add(1000*24*time.Hour + 12*time.Hour), AckedVersion: 12},
+			Connected: true, Live: true, SVIDExpiry: now.Add(1000*24*time.Hour + 12*time.Hour), AckedVersion: 12, Locality: "eu-west/a", Draining: true},
 		{Instance: "web-bbbb", Namespace: "default", Service: "web", Identity: "spiffe://bulwark.test/ns/default/sa/web", Address: "127.0.0.1:1002",
 			Connected: false, Live: true, SVIDExpiry: now.Add(-time.Hour), AckedVersion: 11, LastNack: "bad"},
 		{Instance: "client-cccc", Namespace: "default", Service: "client", Identity: "spiffe://bulwark.test/ns/default/sa/client",

@@ -10,6 +10,7 @@ import (
 	"github.com/bulwarkmesh/bulwark/internal/buildinfo"
 	"github.com/bulwarkmesh/bulwark/internal/control"
 	"github.com/bulwarkmesh/bulwark/internal/identity"
+	"github.com/bulwarkmesh/bulwark/internal/proxy"
 	"github.com/bulwarkmesh/bulwark/internal/sidecar"
 	"github.com/bulwarkmesh/bulwark/internal/svid/workloadapi"
 )
@@ -79,11 +80,20 @@ itself, and then:
   - serves peers on --inbound (mTLS), authorizing every request before the app sees it;
   - serves the app on --outbound as an HTTP proxy (HTTP_PROXY=http://<outbound>):
     the app calls http://<service>.<namespace>/..., the proxy encrypts;
+    CONNECT <service>.<namespace>:<port> opens a tunnel (TCP services; HTTP/1.1 or
+    HTTP/2 inside for the others, as gRPC clients use a proxy); WebSocket and other
+    upgrades pass; the outbound and --upstream listeners also take HTTP/2 without TLS;
+  - hands peers' requests to the app as --app-protocol says: http (HTTP/1.1), http2
+    or grpc (HTTP/2 without TLS, trailers kept), or tcp (TCP tunnels only; callers
+    reach a tcp service through an --upstream listener or CONNECT);
   - serves the SPIFFE Workload API on --workload-api (unix:///path), so
     SPIFFE-aware apps get their SVID, bundles and JWT-SVIDs from the proxy;
   - serves Prometheus metrics on --metrics (/metrics, plain HTTP).
 Listeners open only when their flag is given. --token is visible to other users of
-the machine in the process list: prefer --token-file.`,
+the machine in the process list: prefer --token-file.
+On SIGTERM or SIGINT the proxy shuts down gracefully: it tells the control plane it
+drains, keeps serving for --drain-delay, stops accepting, lets in-flight requests
+finish within --shutdown-timeout, then deregisters (its endpoint goes at once).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			logger, err := g.logger()
@@ -98,6 +108,11 @@ the machine in the process list: prefer --token-file.`,
 				return usagef("--service: %v", err)
 			}
 			cfg.Service = svc
+			switch cfg.AppProtocol {
+			case proxy.ProtocolHTTP, proxy.ProtocolHTTP2, proxy.ProtocolGRPC, proxy.ProtocolTCP:
+			default:
+				return usagef("--app-protocol %q: want http, http2, grpc or tcp", cfg.AppProtocol)
+			}
 			if tokenFile != "" {
 				if cfg.Token != "" {
 					return usagef("--token and --token-file: give one")
@@ -138,6 +153,7 @@ the machine in the process list: prefer --token-file.`,
 	f.StringVar(&cfg.TrustDomain, "trust-domain", "", "trust domain the control plane must be in (default: learned from its certificate)")
 	f.StringVar(&service, "service", "", "service this proxy fronts, namespace/name (required)")
 	f.StringVar(&cfg.App, "app", "", "local app address, host:port")
+	f.StringVar(&cfg.AppProtocol, "app-protocol", "http", "protocol of the app: http (HTTP/1.1), http2 or grpc (HTTP/2 without TLS), or tcp (peers reach it through TCP tunnels)")
 	f.StringVar(&cfg.Inbound, "inbound", "", "mTLS listener for peers, host:port")
 	f.StringVar(&cfg.Advertise, "advertise", "", "address registered for peers (default: --inbound unless it is a wildcard)")
 	f.StringVar(&cfg.Outbound, "outbound", "", "HTTP proxy listener for the app, loopback host:port")
@@ -148,5 +164,8 @@ the machine in the process list: prefer --token-file.`,
 	f.StringVar(&cfg.WorkloadAPI, "workload-api", "", "serve the SPIFFE Workload API on this socket, unix:///absolute/path (off when empty)")
 	f.IntVar(&cfg.WorkloadUID, "workload-uid", workloadapi.NotSet, "uid allowed to connect to --workload-api, and the socket's owner (-1: the proxy's own uid)")
 	f.IntVar(&cfg.WorkloadGID, "workload-gid", workloadapi.NotSet, "group of the --workload-api socket, which is then 0660 (-1: unchanged, socket 0600)")
+	f.StringVar(&cfg.Locality, "locality", "", "locality of this instance, region/zone, for locality-aware load balancing (empty: unknown)")
+	f.DurationVar(&cfg.DrainDelay, "drain-delay", sidecar.DefaultDrainDelay, "on SIGTERM, keep serving this long after telling callers the proxy drains (negative: no delay)")
+	f.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", sidecar.DefaultShutdownTimeout, "on SIGTERM, how long in-flight requests may take to finish once the listeners stop accepting")
 	return cmd
 }

@@ -187,7 +187,7 @@ func newDeleteCmd(g *globals) *cobra.Command {
 			case len(args) == 2:
 				kind, ok := config.ResourceKind(args[0])
 				if !ok {
-					return usagef("unknown resource type %q (known: policies, jwtproviders, roles, rolebindings, proxies, services, denials)", args[0])
+					return usagef("unknown resource type %q (known: policies, jwtproviders, roles, rolebindings, trafficpolicies, routes, externalservices, proxies, services, denials)", args[0])
 				}
 				if err := identity.ValidateName(namespace); err != nil {
 					return usagef("--namespace: %v", err)
@@ -238,13 +238,13 @@ func newGetCmd(g *globals) *cobra.Command {
 		since     time.Duration
 	)
 	cmd := &cobra.Command{
-		Use:   "get (policies|jwtproviders|roles|rolebindings|proxies|services|denials) [NAME]",
+		Use:   "get (policies|jwtproviders|roles|rolebindings|trafficpolicies|routes|externalservices|proxies|services|denials) [NAME]",
 		Short: "List resources, or show one",
 		Args:  cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			kind, ok := config.ResourceKind(args[0])
 			if !ok {
-				return usagef("unknown resource type %q (known: policies, jwtproviders, roles, rolebindings, proxies, services, denials)", args[0])
+				return usagef("unknown resource type %q (known: policies, jwtproviders, roles, rolebindings, trafficpolicies, routes, externalservices, proxies, services, denials)", args[0])
 			}
 			switch output {
 			case "table", "json", "yaml":
@@ -374,7 +374,7 @@ func tableFor(kind string) ([]string, func(config.Object) []string) {
 			return []string{p.Metadata.Name, svc, action, strconv.Itoa(len(p.Spec.Rules)), age(p.Metadata.CreationTimestamp)}
 		}
 	case config.KindProxy:
-		return []string{"NAME", "SERVICE", "IDENTITY", "ADDRESS", "CONNECTED", "SVID-SERIAL", "SVID-EXPIRES", "BUNDLE", "SNAPSHOT"}, func(o config.Object) []string {
+		return []string{"NAME", "SERVICE", "IDENTITY", "ADDRESS", "LOCALITY", "CONNECTED", "DRAINING", "SVID-SERIAL", "SVID-EXPIRES", "BUNDLE", "SNAPSHOT"}, func(o config.Object) []string {
 			p := o.(*config.Proxy)
 			addr := p.Status.Address
 			if addr == "" {
@@ -391,8 +391,12 @@ func tableFor(kind string) ([]string, func(config.Object) []string) {
 			if p.Status.BundleVersion > 0 {
 				bundle = "v" + strconv.FormatInt(p.Status.BundleVersion, 10)
 			}
-			return []string{p.Metadata.Name, p.Status.Service, p.Status.Identity, addr, strconv.FormatBool(p.Status.Connected),
-				short(serial), until(p.Status.SVIDExpiry), bundle, snap}
+			locality := p.Status.Locality
+			if locality == "" {
+				locality = "-"
+			}
+			return []string{p.Metadata.Name, p.Status.Service, p.Status.Identity, addr, locality, strconv.FormatBool(p.Status.Connected),
+				strconv.FormatBool(p.Status.Draining), short(serial), until(p.Status.SVIDExpiry), bundle, snap}
 		}
 	case config.KindService:
 		return []string{"NAME", "READY", "ENDPOINTS", "IDENTITIES"}, func(o config.Object) []string {
@@ -426,6 +430,42 @@ func tableFor(kind string) ([]string, func(config.Object) []string) {
 		return []string{"NAME", "ROLE", "OPERATORS", "AGE"}, func(o config.Object) []string {
 			b := o.(*config.RoleBinding)
 			return []string{b.Metadata.Name, b.Spec.Role, join(b.Spec.Operators), age(b.Metadata.CreationTimestamp)}
+		}
+	case config.KindTrafficPolicy:
+		return []string{"NAME", "SERVICE", "LB", "TIMEOUT", "RETRIES", "AGE"}, func(o config.Object) []string {
+			p := o.(*config.TrafficPolicy)
+			lb, timeout, retries := "-", "-", "-"
+			if p.Spec.LoadBalancer != nil && p.Spec.LoadBalancer.Policy != "" {
+				lb = p.Spec.LoadBalancer.Policy
+			}
+			if p.Spec.Timeout != "" {
+				timeout = p.Spec.Timeout
+			}
+			if p.Spec.Retries != nil {
+				retries = strconv.Itoa(p.Spec.Retries.Attempts)
+			}
+			return []string{p.Metadata.Name, p.Spec.Service, lb, timeout, retries, age(p.Metadata.CreationTimestamp)}
+		}
+	case config.KindRoute:
+		return []string{"NAME", "SERVICE", "RULES", "SPLIT", "AGE"}, func(o config.Object) []string {
+			r := o.(*config.Route)
+			split := "-"
+			for _, rule := range r.Spec.Rules {
+				if len(rule.Backends) > 0 {
+					split = splitString(rule.Backends)
+					break
+				}
+			}
+			return []string{r.Metadata.Name, r.Spec.Service, strconv.Itoa(len(r.Spec.Rules)), split, age(r.Metadata.CreationTimestamp)}
+		}
+	case config.KindExternalService:
+		return []string{"NAME", "HOSTS", "PORTS", "AGE"}, func(o config.Object) []string {
+			e := o.(*config.ExternalService)
+			ports := make([]string, len(e.Spec.Ports))
+			for i, p := range e.Spec.Ports {
+				ports[i] = strconv.Itoa(p.Port) + "/" + p.Protocol
+			}
+			return []string{e.Metadata.Name, join(e.Spec.Hosts), join(ports), age(e.Metadata.CreationTimestamp)}
 		}
 	case config.KindJWTProvider:
 		return []string{"NAME", "ISSUER", "JWKS", "REQUIRED", "AGE"}, func(o config.Object) []string {

@@ -89,3 +89,16 @@ var ErrNotConnected = errNotConnected
 
 // NewFramingCounter is newFramingCounter.
 var NewFramingCounter = newFramingCounter
+
+// ShutdownServers runs the graceful stop of the data-path servers srvs.
+func ShutdownServers(ctx context.Context, srvs []*http.Server, c clock.Clock, timeout time.Duration) error {
+	ss := &serverSet{}
+	for _, srv := range srvs {
+		ss.add(srv)
+	}
+	err := ss.shutdown(ctx, c, timeout)
+	if ss.add(&http.Server{}) {
+		panic("a server was added after the shutdown began")
+	}
+	return err
+}

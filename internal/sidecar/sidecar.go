@@ -3,9 +3,11 @@
 // (internal/proxy) on the newest snapshot, and serves the inbound mTLS
 // listener, the app's outbound listener, per-upstream listeners, the
 // loopback admin endpoints, Prometheus metrics and the SPIFFE Workload API
-// (internal/svid/workloadapi), until its context is done. It reports the
-// engine's denials to the control plane, aggregated, every 10 seconds on
-// the Subscribe stream's connection (report.go).
+// (internal/svid/workloadapi), until its context is done; then it shuts
+// down gracefully (drain, delay, finish in-flight requests, leave: see
+// shutdown). POST /drain on the admin listener drains it without stopping
+// it. It reports the engine's denials to the control plane, aggregated,
+// every 10 seconds on the Subscribe stream's connection (report.go).
 //
 // Only listeners whose flags are given are opened, so many proxies run on
 // one host. The inbound listener opens only once the proxy holds an SVID.
@@ -27,6 +29,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,6 +39,7 @@ import (
 
 	apiv1 "github.com/bulwarkmesh/bulwark/api/v1alpha1"
 	"github.com/bulwarkmesh/bulwark/internal/attest"
+	"github.com/bulwarkmesh/bulwark/internal/balancer"
 	"github.com/bulwarkmesh/bulwark/internal/clock"
 	"github.com/bulwarkmesh/bulwark/internal/framing"
 	"github.com/bulwarkmesh/bulwark/internal/identity"
@@ -65,6 +69,11 @@ type Config struct {
 	Service identity.ServiceRef
 	// App is the local app's host:port; "" for a client-only proxy.
 	App string
+	// AppProtocol is the app's protocol: "http" (HTTP/1.1, the default
+	// when empty), "http2" or "grpc" (HTTP/2 without TLS, prior
+	// knowledge), or "tcp" (peers reach it through TCP tunnels only). It is
+	// sent to the control plane, which tells callers.
+	AppProtocol string
 	// Inbound is the mTLS listener address for peers; "" for none.
 	Inbound string
 	// Advertise is the address registered for peers. Default: Inbound,
@@ -101,9 +110,24 @@ type Config struct {
 	// Ready, if set, is called once the proxy holds an SVID and a first
 	// snapshot, with the bound addresses.
 	Ready func(Addrs)
+	// Locality is the proxy's "region/zone" (either part may be empty),
+	// sent to the control plane for locality-aware load balancing; ""
+	// unknown. Each part is at most 63 of [a-z0-9-_.].
+	Locality string
+	// DrainDelay is how long a stopping proxy keeps serving after telling
+	// the control plane that it drains, so that its callers receive the
+	// snapshot marking it draining before it stops accepting. Default: 2s;
+	// negative: no delay.
+	DrainDelay time.Duration
+	// ShutdownTimeout bounds how long in-flight requests may run once the
+	// listeners stopped accepting; then their connections are closed.
+	// Default: 15s.
+	ShutdownTimeout time.Duration
 
-	// workloadSocket is the path of WorkloadAPI, set by validate.
+	// workloadSocket is the path of WorkloadAPI, and locality the parsed
+	// Locality, set by validate.
 	workloadSocket string
+	locality       balancer.Locality
 }
 
 // Addrs are the addresses a running sidecar bound.
@@ -181,11 +205,33 @@ func (c *Config) validate() (spiffeid.TrustDomain, error) {
 	if c.Token == "" && c.DataDir == "" {
 		return td, errors.New("token: required (or a data dir holding an SVID)")
 	}
+	loc, err := balancer.ParseLocality(c.Locality)
+	if err != nil {
+		return td, fmt.Errorf("locality: %w", err)
+	}
+	c.locality = loc
+	if c.DrainDelay == 0 {
+		c.DrainDelay = DefaultDrainDelay
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if c.ShutdownTimeout < 0 {
+		return td, fmt.Errorf("shutdown-timeout: %s: want a positive duration", c.ShutdownTimeout)
+	}
 	c.Logger = telemetry.OrDiscard(c.Logger)
 	c.AccessLog = telemetry.OrDiscard(c.AccessLog)
 	c.Clock = clock.OrReal(c.Clock)
 	return td, nil
 }
+
+// Defaults of the graceful shutdown.
+const (
+	// DefaultDrainDelay is Config.DrainDelay's default.
+	DefaultDrainDelay = 2 * time.Second
+	// DefaultShutdownTimeout is Config.ShutdownTimeout's default.
+	DefaultShutdownTimeout = 15 * time.Second
+)
 
 // socketPath returns the path of a unix:///absolute/path address, as
 // SPIFFE clients (go-spiffe's workloadapi.WithAddr) read it.
@@ -319,6 +365,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Service: cfg.Service, App: cfg.App, SVID: mgr, Bundle: mgr,
 		Logger: logger, AccessLog: cfg.AccessLog.With(telemetry.KeyComponent, "proxy", telemetry.KeyService, cfg.Service.String()),
 		Clock: cfg.Clock, Metrics: reg, OnDeny: reports.record,
+		AppProtocol: cfg.AppProtocol, Locality: cfg.locality,
 	})
 	if err != nil {
 		return err
@@ -326,7 +373,7 @@ func Run(ctx context.Context, cfg Config) error {
 	defer engine.Close()
 	sub = &subscriber{
 		client: client, mgr: mgr, engine: engine, service: cfg.Service, advertise: cfg.Advertise,
-		dataDir: cfg.DataDir, clock: cfg.Clock, logger: logger, applied: make(chan struct{}),
+		locality: cfg.Locality, protocol: cfg.AppProtocol, dataDir: cfg.DataDir, clock: cfg.Clock, logger: logger, applied: make(chan struct{}),
 	}
 	var wapi *workloadapi.Server
 	if cfg.WorkloadAPI != "" {
@@ -351,6 +398,9 @@ func Run(ctx context.Context, cfg Config) error {
 		tasks   = []run.Task{mgr.Run, reports.run}
 		opened  []net.Listener
 		started bool
+		// dataPath are the servers of requests (inbound, outbound,
+		// upstreams) that the graceful shutdown stops first.
+		dataPath = &serverSet{}
 	)
 	defer func() {
 		// Listeners of a sidecar that failed to start are closed here;
@@ -372,17 +422,22 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	// The app's listeners frame HTTP/1.1 strictly (internal/framing):
 	// smuggling is refused on the raw bytes, before net/http parses them.
+	// HTTP/2 with prior knowledge (gRPC clients) passes unguarded: its
+	// framing is unambiguous.
+	serveApp := func(ln net.Listener, h http.Handler) {
+		srv := proxy.AppServer(h, logger)
+		dataPath.add(srv)
+		tasks = append(tasks, serve(srv, framing.NewListener(ln, framing.Config{
+			MaxHeaderBytes: srv.MaxHeaderBytes, Logger: logger, OnReject: framingRejected, AllowH2Preface: true,
+		})))
+	}
 	listenApp := func(addr string, h http.Handler) (net.Listener, error) {
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
 			return nil, err
 		}
 		opened = append(opened, ln)
-		srv := plainServer(h, logger)
-		srv.ConnState = framing.ConnState
-		tasks = append(tasks, serve(srv, framing.NewListener(ln, framing.Config{
-			MaxHeaderBytes: srv.MaxHeaderBytes, Logger: logger, OnReject: framingRejected,
-		})))
+		serveApp(ln, h)
 		return ln, nil
 	}
 	if cfg.Outbound != "" {
@@ -393,14 +448,21 @@ func Run(ctx context.Context, cfg Config) error {
 		addrs.Outbound = ln.Addr().String()
 	}
 	for svc, addr := range cfg.Upstreams {
-		ln, err := listenApp(addr, engine.Upstream(svc))
+		ln, err := net.Listen("tcp", addr)
 		if err != nil {
 			return fmt.Errorf("upstream %s: %w", svc, err)
 		}
+		opened = append(opened, ln)
+		// The engine tunnels the connections of a TCP service and hands
+		// the others to the HTTP server.
+		conns := proxy.NewConnListener(ln.Addr())
+		serveApp(conns, engine.Upstream(svc))
+		dataPath.addListener(ln)
+		tasks = append(tasks, func(ctx context.Context) error { return engine.ServeUpstream(ctx, ln, svc, conns.Push) })
 		addrs.Upstreams[svc] = ln.Addr().String()
 	}
 	if cfg.Admin != "" {
-		ln, err := listen(cfg.Admin, adminHandler(mgr, engine, sub, exposure, cfg.Clock.Now))
+		ln, err := listen(cfg.Admin, adminHandler(mgr, engine, sub, exposure, cfg.Clock.Now, logger))
 		if err != nil {
 			return fmt.Errorf("admin: %w", err)
 		}
@@ -454,6 +516,12 @@ func Run(ctx context.Context, cfg Config) error {
 			ln, tlsCfg := engine.InboundListener(inboundLn, mgr.ID().TrustDomain())
 			inboundLn = nil
 			srv := inboundServer(engine.Inbound(), tlsCfg, logger)
+			if !dataPath.add(srv) {
+				// Shutting down before the first SVID: never accept.
+				ln.Close()
+				<-ctx.Done()
+				return nil
+			}
 			logger.Info("inbound listening", telemetry.KeyAddress, addrs.Inbound, telemetry.KeyIdentity, mgr.ID().String())
 			return serve(srv, ln)(ctx)
 		},
@@ -489,9 +557,133 @@ func Run(ctx context.Context, cfg Config) error {
 			return nil
 		},
 	)
+	// The tasks run under their own context, which the graceful shutdown
+	// cancels once it is over: when ctx is done (SIGTERM, SIGINT), the
+	// data path keeps serving through the drain delay and the in-flight
+	// requests.
+	tasks = append(tasks, func(tctx context.Context) error {
+		select {
+		case <-tctx.Done():
+			return nil // another task failed: no graceful shutdown
+		case <-ctx.Done():
+		}
+		shutdown(tctx, cfg, sub, dataPath, inboundLn != nil || addrs.Inbound != "", logger)
+		return nil // ends the group: the other tasks stop
+	})
 	logger.Info("proxy starting", telemetry.KeyAddress, cfg.Control)
 	started = true
-	return run.Group(ctx, tasks...)
+	return run.Group(context.WithoutCancel(ctx), tasks...)
+}
+
+// shutdown is the graceful shutdown of a proxy whose context is done:
+//  1. it tells the control plane it drains (Status{draining}), so callers
+//     stop picking it;
+//  2. it keeps serving for cfg.DrainDelay, so that they receive the
+//     snapshot saying so (skipped when it has no inbound, which nobody
+//     calls, or no stream to the control plane, which could not pass the
+//     word on);
+//  3. it stops accepting on the data-path listeners and lets in-flight
+//     requests finish within cfg.ShutdownTimeout, then closes what is
+//     left;
+//  4. it tells the control plane it leaves (Status{leaving}: its endpoint
+//     goes at once, without the disconnect grace period) and closes the
+//     stream.
+//
+// Then the group ends, stopping the admin and metrics listeners, the
+// Workload API and the final denial report. Each step is logged.
+func shutdown(ctx context.Context, cfg Config, sub *subscriber, dataPath *serverSet, inbound bool, logger *slog.Logger) {
+	told := sub.setDraining(true)
+	logger.Info("shutdown: draining", telemetry.KeyPhase, "drain", telemetry.KeyDetail, fmt.Sprintf("control plane told: %v", told))
+	if delay := cfg.DrainDelay; delay > 0 && inbound && told {
+		t := cfg.Clock.NewTimer(delay)
+		logger.Info("shutdown: serving while callers learn the proxy drains", telemetry.KeyPhase, "delay", telemetry.KeyDelay, delay.String())
+		select {
+		case <-t.C():
+		case <-ctx.Done():
+			t.Stop()
+		}
+	}
+	logger.Info("shutdown: stopped accepting, finishing in-flight requests", telemetry.KeyPhase, "stop",
+		telemetry.KeyDelay, cfg.ShutdownTimeout.String())
+	if err := dataPath.shutdown(ctx, cfg.Clock, cfg.ShutdownTimeout); err != nil {
+		logger.Warn("shutdown: in-flight requests cut off", telemetry.KeyPhase, "stop", telemetry.KeyErr, err)
+	}
+	lctx, cancel := context.WithTimeout(ctx, leaveTimeout)
+	defer cancel()
+	left := sub.leave(lctx)
+	logger.Info("shutdown: left the mesh", telemetry.KeyPhase, "leave", telemetry.KeyDetail, fmt.Sprintf("control plane told: %v", left))
+}
+
+// leaveTimeout bounds the wait for the control plane to record that a
+// proxy leaves.
+const leaveTimeout = 5 * time.Second
+
+// serverSet is the data-path servers a graceful shutdown stops together,
+// and the raw listeners (per-upstream TCP) it closes.
+type serverSet struct {
+	mu        sync.Mutex
+	servers   []*http.Server
+	listeners []net.Listener
+	stopping  bool
+}
+
+// addListener adds a listener the shutdown closes (it stops accepting).
+func (ss *serverSet) addListener(ln net.Listener) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	ss.listeners = append(ss.listeners, ln)
+}
+
+// add adds srv; it reports false (and adds nothing) once shutdown began.
+func (ss *serverSet) add(srv *http.Server) bool {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.stopping {
+		return false
+	}
+	ss.servers = append(ss.servers, srv)
+	return true
+}
+
+// shutdown stops every server from accepting and waits for their
+// in-flight requests, up to timeout on clock c; then it closes their
+// connections and returns an error.
+func (ss *serverSet) shutdown(ctx context.Context, c clock.Clock, timeout time.Duration) error {
+	ss.mu.Lock()
+	ss.stopping = true
+	servers := slices.Clone(ss.servers)
+	for _, ln := range ss.listeners {
+		ln.Close()
+	}
+	ss.mu.Unlock()
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	t := c.NewTimer(timeout)
+	defer t.Stop()
+	go func() {
+		select {
+		case <-t.C():
+			cancel()
+		case <-sctx.Done():
+		}
+	}()
+	errs := make(chan error, len(servers))
+	for _, srv := range servers {
+		go func() { errs <- srv.Shutdown(sctx) }()
+	}
+	var first error
+	for range servers {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	if first != nil {
+		for _, srv := range servers {
+			_ = srv.Close()
+		}
+		return fmt.Errorf("after %s: %w", timeout, first)
+	}
+	return nil
 }
 
 // plainServer serves the loopback listeners (outbound, upstreams, admin).
@@ -530,7 +722,9 @@ func inboundServer(h http.Handler, tlsCfg *tls.Config, logger *slog.Logger) *htt
 }
 
 // serve runs srv on ln (with TLS when srv.TLSConfig is set) until ctx is
-// done, then shuts it down, giving in-flight requests a few seconds.
+// done, then shuts it down, giving in-flight requests a few seconds. A
+// server the graceful shutdown stopped first (http.ErrServerClosed) waits
+// for ctx.
 func serve(srv *http.Server, ln net.Listener) run.Task {
 	return func(ctx context.Context) error {
 		errc := make(chan error, 1)
@@ -543,6 +737,12 @@ func serve(srv *http.Server, ln net.Listener) run.Task {
 		}()
 		select {
 		case err := <-errc:
+			if errors.Is(err, http.ErrServerClosed) {
+				// The graceful shutdown stopped it: the task ends with
+				// the others.
+				<-ctx.Done()
+				return nil
+			}
 			return fmt.Errorf("serve %s: %w", ln.Addr(), err)
 		case <-ctx.Done():
 			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -554,11 +754,28 @@ func serve(srv *http.Server, ln net.Listener) run.Task {
 	}
 }
 
-// adminHandler serves /live, /ready and /config_dump on the loopback admin
-// listener. /ready is 200 once the proxy holds an unexpired SVID and a
-// snapshot; its JSON body says why not, and warns of what weakens it.
-func adminHandler(mgr *svid.Manager, engine *proxy.Engine, sub *subscriber, exposure *exposureCheck, now func() time.Time) http.Handler {
+// adminHandler serves /live, /ready, /config_dump and /drain on the
+// loopback admin listener. /ready is 200 once the proxy holds an unexpired
+// SVID and a snapshot and is not draining; its JSON body says why not, and
+// warns of what weakens it. POST /drain makes the proxy drain (the control
+// plane marks its endpoint draining, and /ready answers 503 so that load
+// balancers take it out); DELETE /drain undoes it.
+func adminHandler(mgr *svid.Manager, engine *proxy.Engine, sub *subscriber, exposure *exposureCheck, now func() time.Time, logger *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
+	drain := func(d bool) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			if err := checkAdminWrite(r); err != nil {
+				http.Error(w, err.Error(), http.StatusForbidden)
+				return
+			}
+			told := sub.setDraining(d)
+			logger.Info("drain set through the admin endpoint", telemetry.KeyDetail, fmt.Sprintf("draining %v, control plane told: %v", d, told))
+			w.Header().Set("Content-Type", "application/json")
+			_ = json.NewEncoder(w).Encode(DrainStatus{Draining: d, ControlPlaneTold: told})
+		}
+	}
+	mux.HandleFunc("POST /drain", drain(true))
+	mux.HandleFunc("DELETE /drain", drain(false))
 	mux.HandleFunc("GET /live", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
@@ -586,7 +803,8 @@ func adminHandler(mgr *svid.Manager, engine *proxy.Engine, sub *subscriber, expo
 		if lkg {
 			st.Warnings = append(st.Warnings, "serving the last-known-good snapshot from disk: the control plane has not answered yet")
 		}
-		st.Ready = st.Identity != "" && st.SnapshotVersion > 0 && !expired
+		st.Draining = sub.isDraining()
+		st.Ready = st.Identity != "" && st.SnapshotVersion > 0 && !expired && !st.Draining
 		code := http.StatusOK
 		if !st.Ready {
 			code = http.StatusServiceUnavailable
@@ -610,8 +828,38 @@ type readyStatus struct {
 	SnapshotVersion int64    `json:"snapshotVersion"`
 	BundleVersion   int64    `json:"bundleVersion,omitempty"`
 	Connected       bool     `json:"connected"`
+	Draining        bool     `json:"draining,omitempty"`
 	LastError       string   `json:"lastError,omitempty"`
 	Warnings        []string `json:"warnings,omitempty"`
+}
+
+// DrainStatus is the answer of POST and DELETE /drain on the admin
+// listener.
+type DrainStatus struct {
+	// Draining is the proxy's state now.
+	Draining bool `json:"draining"`
+	// ControlPlaneTold is true when the control plane was told at once;
+	// otherwise it is told when the proxy reconnects.
+	ControlPlaneTold bool `json:"controlPlaneTold"`
+}
+
+// checkAdminWrite refuses a state-changing admin request that a web page
+// could have sent: the admin listener is loopback-only, but a browser on
+// the same host can still POST to it (a "simple" cross-origin request) or
+// reach it through DNS rebinding. Such requests carry an Origin header or
+// a Host that is not a loopback address.
+func checkAdminWrite(r *http.Request) error {
+	if r.Header.Get("Origin") != "" || r.Header.Get("Sec-Fetch-Site") != "" {
+		return errors.New("admin: requests from web pages are refused")
+	}
+	host, _, err := net.SplitHostPort(r.Host)
+	if err != nil {
+		host = r.Host
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return fmt.Errorf("admin: host %q is not a loopback address", r.Host)
+	}
+	return nil
 }
 
 // exposureCheck warns when the app also listens on a non-loopback address:

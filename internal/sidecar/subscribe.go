@@ -34,16 +34,26 @@ const snapshotFile = "snapshot.pb"
 // stream to the control plane, applies and ACKs (or NACKs) each snapshot,
 // and reconnects with capped backoff when the stream ends. After every SVID
 // renewal it reconnects at once, so the control plane always sees the
-// current SVID.
+// current SVID. It also carries the proxy's word on its health: a
+// Status{draining} now and after every Node while the proxy drains, and a
+// last Status{leaving} on the way out, after which it never reconnects.
 type subscriber struct {
 	client    *controlClient
 	mgr       *svid.Manager
 	engine    *proxy.Engine
 	service   identity.ServiceRef
 	advertise string
-	dataDir   string
-	clock     clock.Clock
-	logger    *slog.Logger
+	// locality and protocol are sent in the Node message.
+	locality string
+	protocol string
+	dataDir  string
+	clock    clock.Clock
+	logger   *slog.Logger
+
+	// sendMu serializes the messages sent on the stream (Node, Status and
+	// ACKs), and the changes of draining with them, so the control plane
+	// sees the proxy's last word last.
+	sendMu sync.Mutex
 
 	// applied is closed once a first snapshot (from the control plane or
 	// from disk) is in force.
@@ -57,6 +67,15 @@ type subscriber struct {
 	connected bool
 	lastErr   string
 	lkg       bool // serving a last-known-good snapshot from disk
+	// stream is the current Subscribe stream once its Node was sent, nil
+	// between streams.
+	stream apiv1.Control_SubscribeClient
+	// draining is sent as Status{draining} after every Node.
+	draining bool
+	// left is set once Status{leaving} was sent: no new stream is opened.
+	left bool
+	// sessionDone is closed when the current session ends.
+	sessionDone chan struct{}
 }
 
 // errPermanent marks a stream failure that reconnecting cannot fix.
@@ -76,6 +95,11 @@ func (s *subscriber) run(ctx context.Context) error {
 		started := s.clock.Now()
 		err := s.session(ctx)
 		if ctx.Err() != nil {
+			return nil
+		}
+		if s.hasLeft() {
+			// The proxy is shutting down: it stays away.
+			<-ctx.Done()
 			return nil
 		}
 		if errors.Is(err, errPermanent) {
@@ -104,11 +128,21 @@ func (s *subscriber) run(ctx context.Context) error {
 // errRotated ends a session after an SVID renewal.
 var errRotated = errors.New("svid rotated")
 
+// errLeft ends a session started after the proxy said it was leaving.
+var errLeft = errors.New("proxy left the mesh")
+
 func (s *subscriber) session(ctx context.Context) error {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	done := make(chan struct{})
+	defer close(done)
 	s.mu.Lock()
+	if s.left {
+		s.mu.Unlock()
+		return nil
+	}
 	s.cancel = cancel
+	s.sessionDone = done
 	s.mu.Unlock()
 	defer s.setConnected(false, "")
 
@@ -129,15 +163,14 @@ func (s *subscriber) session(ctx context.Context) error {
 	if err != nil {
 		return s.streamErr(ctx, sctx, err)
 	}
-	err = stream.Send(&apiv1.SubscribeRequest{Kind: &apiv1.SubscribeRequest_Node{Node: &apiv1.Node{
-		Service:  s.service.String(),
-		Instance: s.mgr.Instance(),
-		Address:  s.advertise,
-		Version:  buildinfo.Version,
-	}}})
-	if err != nil {
+	if err := s.start(stream); err != nil {
 		return s.streamErr(ctx, sctx, err)
 	}
+	defer func() {
+		s.mu.Lock()
+		s.stream = nil
+		s.mu.Unlock()
+	}()
 	for {
 		snap, err := stream.Recv()
 		if err != nil {
@@ -152,10 +185,115 @@ func (s *subscriber) session(ctx context.Context) error {
 			s.logger.Info("snapshot applied", telemetry.KeyVersion, snap.GetVersion(),
 				telemetry.KeyDestinations, len(snap.GetDestinations()))
 		}
-		if err := stream.Send(&apiv1.SubscribeRequest{Kind: &apiv1.SubscribeRequest_Ack{Ack: ack}}); err != nil {
+		if err := s.send(stream, &apiv1.SubscribeRequest{Kind: &apiv1.SubscribeRequest_Ack{Ack: ack}}); err != nil {
 			return s.streamErr(ctx, sctx, err)
 		}
 	}
+}
+
+// start sends the Node message and, while the proxy is draining, a
+// Status{draining} right after it; from then on the stream is the one
+// setDraining and leave send on.
+func (s *subscriber) start(stream apiv1.Control_SubscribeClient) error {
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	if s.hasLeft() {
+		return errLeft
+	}
+	err := stream.Send(&apiv1.SubscribeRequest{Kind: &apiv1.SubscribeRequest_Node{Node: &apiv1.Node{
+		Service:  s.service.String(),
+		Instance: s.mgr.Instance(),
+		Address:  s.advertise,
+		Version:  buildinfo.Version,
+		Locality: s.locality,
+		Protocol: s.protocol,
+	}}})
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.stream = stream
+	draining := s.draining
+	s.mu.Unlock()
+	if draining {
+		return stream.Send(statusMsg(&apiv1.Status{Draining: true}))
+	}
+	return nil
+}
+
+// send sends one message on stream, after any other being sent.
+func (s *subscriber) send(stream apiv1.Control_SubscribeClient, m *apiv1.SubscribeRequest) error {
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	return stream.Send(m)
+}
+
+func statusMsg(st *apiv1.Status) *apiv1.SubscribeRequest {
+	return &apiv1.SubscribeRequest{Kind: &apiv1.SubscribeRequest_Status{Status: st}}
+}
+
+// setDraining records whether the proxy is draining and tells the control
+// plane now if a stream is open (and after every reconnect in any case).
+// It reports whether the control plane was told now.
+func (s *subscriber) setDraining(d bool) (sent bool) {
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	s.mu.Lock()
+	s.draining = d
+	stream := s.stream
+	s.mu.Unlock()
+	if stream == nil {
+		return false
+	}
+	if err := stream.Send(statusMsg(&apiv1.Status{Draining: d})); err != nil {
+		s.logger.Warn("tell the control plane the proxy is draining", telemetry.KeyErr, err)
+		return false
+	}
+	return true
+}
+
+// isDraining reports whether the proxy is draining.
+func (s *subscriber) isDraining() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.draining
+}
+
+// hasLeft reports whether leave was called.
+func (s *subscriber) hasLeft() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.left
+}
+
+// leave tells the control plane the proxy is going away (Status{leaving}:
+// its endpoint is removed at once), closes the stream and waits, until ctx
+// is done, for the control plane to end it. No stream is opened again. It
+// reports whether the control plane was told.
+func (s *subscriber) leave(ctx context.Context) bool {
+	s.sendMu.Lock()
+	s.mu.Lock()
+	s.left, s.draining = true, true
+	stream, done := s.stream, s.sessionDone
+	s.mu.Unlock()
+	if stream == nil {
+		s.sendMu.Unlock()
+		return false
+	}
+	err := stream.Send(statusMsg(&apiv1.Status{Draining: true, Leaving: true}))
+	if err == nil {
+		err = stream.CloseSend()
+	}
+	s.sendMu.Unlock()
+	if err != nil {
+		s.logger.Warn("tell the control plane the proxy is leaving", telemetry.KeyErr, err)
+		return false
+	}
+	select {
+	case <-done: // the control plane recorded it and ended the stream
+	case <-ctx.Done():
+	}
+	return true
 }
 
 // streamErr turns the end of a stream into the reason the loop acts on.

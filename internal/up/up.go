@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/bulwarkmesh/bulwark/internal/admin"
+	"github.com/bulwarkmesh/bulwark/internal/balancer"
 	"github.com/bulwarkmesh/bulwark/internal/config"
 	"github.com/bulwarkmesh/bulwark/internal/control"
 	"github.com/bulwarkmesh/bulwark/internal/exampleapp"
@@ -170,9 +171,9 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		readyWG   sync.WaitGroup
 		errOnce   sync.Once
 		firstErr  error
-		sidecarOf = func(ref identity.ServiceRef, account string, sc sidecar.Config, name string) run.Task {
+		sidecarOf = func(ref identity.ServiceRef, account string, labels map[string]string, sc sidecar.Config, name string) run.Task {
 			return func(ctx context.Context) error {
-				tok, err := client.CreateToken(ctx, admin.TokenRequest{Service: ref.String(), Identity: account})
+				tok, err := client.CreateToken(ctx, admin.TokenRequest{Service: ref.String(), Identity: account, Labels: labels})
 				if err != nil {
 					return fmt.Errorf("join token for %s: %w", ref, err)
 				}
@@ -207,8 +208,9 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		appAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 		addrs := make(chan sidecar.Addrs, 1)
 		var once sync.Once
-		start(sidecarOf(in.ref, in.svc.Account, sidecar.Config{
+		start(sidecarOf(in.ref, in.svc.Account, in.svc.Labels, sidecar.Config{
 			App: appAddr, Inbound: "127.0.0.1:0", Outbound: "127.0.0.1:0",
+			Locality: in.svc.Locality, AppProtocol: in.svc.Protocol,
 			Ready: func(a sidecar.Addrs) { once.Do(func() { addrs <- a }) },
 		}, in.name))
 		in := in
@@ -225,7 +227,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	}
 	visitorReady := make(chan sidecar.Addrs, 1)
 	var vOnce sync.Once
-	start(sidecarOf(visitor, "", sidecar.Config{
+	start(sidecarOf(visitor, "", nil, sidecar.Config{
 		Upstreams: map[identity.ServiceRef]string{entry: cfg.Listen},
 		Ready:     func(a sidecar.Addrs) { vOnce.Do(func() { visitorReady <- a }) },
 	}, "visitor"))
@@ -290,11 +292,28 @@ func load(path string) (*config.Mesh, []config.Object, error) {
 	if mesh == nil {
 		return nil, nil, fmt.Errorf("%s: no Mesh document (kind: Mesh says which services to run)", path)
 	}
+	var errs []string
 	for i, s := range mesh.Spec.Services {
+		p := fmt.Sprintf("spec.services[%d]", i)
 		if s.Example != "" && !isExample(s.Example) {
-			return nil, nil, fmt.Errorf("%s: spec.services[%d].example: unknown example app %q (known: %s)",
-				path, i, s.Example, strings.Join(exampleapp.Names(), ", "))
+			errs = append(errs, fmt.Sprintf("%s.example: unknown example app %q (known: %s)", p, s.Example, strings.Join(exampleapp.Names(), ", ")))
 		}
+		var lerrs config.FieldErrors
+		config.ValidateLabels(p+".labels", s.Labels, &lerrs)
+		for _, e := range lerrs {
+			errs = append(errs, e.Error())
+		}
+		if _, err := balancer.ParseLocality(s.Locality); err != nil {
+			errs = append(errs, fmt.Sprintf("%s.locality: %v", p, err))
+		}
+		switch s.Protocol {
+		case "", "http", "http2", "grpc", "tcp":
+		default:
+			errs = append(errs, fmt.Sprintf("%s.protocol: %q: want http, http2, grpc or tcp", p, s.Protocol))
+		}
+	}
+	if len(errs) > 0 {
+		return nil, nil, fmt.Errorf("%s: %s", path, strings.Join(errs, "\n  "))
 	}
 	return mesh, resources, nil
 }

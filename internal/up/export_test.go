@@ -1,0 +1,4 @@
+package up
+
+// Load exposes load.
+var Load = load
