@@ -29,6 +29,15 @@ spec:
   action: DENY
   rules:
   - to: {paths: ["/beta/*"]}
+---
+# Round robin, so that both instances are reached whatever their latency
+# (peak EWMA, the default, would favour the faster one).
+apiVersion: bulwark.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {name: api, namespace: default}
+spec:
+  service: api
+  loadBalancer: {policy: RoundRobin}
 `
 
 // TestLabelsBoundToTokens: labels given to `bulwark token create --label`
