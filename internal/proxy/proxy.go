@@ -445,6 +445,25 @@ func (e *Engine) hygiene(rw *recorder, info *logInfo, r *http.Request, target st
 	return path, query, true
 }
 
+// inboundTable returns the current table for an inbound request from a
+// peer that is not revoked; otherwise it answers (503 before the first
+// snapshot, 403 for a revoked peer) and returns false.
+func (e *Engine) inboundTable(rw *recorder, r *http.Request, info *logInfo) (*table, bool) {
+	t := e.table.Load()
+	if t == nil {
+		e.reject(rw, info, http.StatusServiceUnavailable, "proxy not ready", "no snapshot yet")
+		return nil, false
+	}
+	// A revoked peer's connections are closed when the snapshot arrives;
+	// this covers requests already read from them.
+	if t.revoked.Contains(r.TLS.PeerCertificates[0]) {
+		info.label = labelRevoked
+		e.reject(rw, info, http.StatusForbidden, "forbidden", "peer certificate revoked")
+		return nil, false
+	}
+	return t, true
+}
+
 func (e *Engine) serveInbound(w http.ResponseWriter, r *http.Request) {
 	rw := newRecorder(w)
 	info := &logInfo{direction: telemetry.DirectionInbound, destination: e.cfg.Service.String(), start: time.Now()}
@@ -469,16 +488,8 @@ func (e *Engine) serveInbound(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	t := e.table.Load()
-	if t == nil {
-		e.reject(rw, info, http.StatusServiceUnavailable, "proxy not ready", "no snapshot yet")
-		return
-	}
-	// A revoked peer's connections are closed when the snapshot arrives;
-	// this covers requests already read from them.
-	if t.revoked.Contains(r.TLS.PeerCertificates[0]) {
-		info.label = labelRevoked
-		e.reject(rw, info, http.StatusForbidden, "forbidden", "peer certificate revoked")
+	t, ok := e.inboundTable(rw, r, info)
+	if !ok {
 		return
 	}
 	if e.cfg.App == "" {
@@ -486,6 +497,13 @@ func (e *Engine) serveInbound(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	host, port, err := hostPort(r.Host, defaultPort)
+	if err != nil {
+		e.reject(rw, info, http.StatusBadRequest, "bad request", err.Error())
+		return
+	}
+	// A tunnelled upgrade (tunnel.go) names its protocol in a header the
+	// strip below removes; policies see the Upgrade the client sent.
+	upgrade, err := inboundUpgrade(r.Header)
 	if err != nil {
 		e.reject(rw, info, http.StatusBadRequest, "bad request", err.Error())
 		return
@@ -523,9 +541,6 @@ func (e *Engine) serveInbound(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	// A tunnelled upgrade (tunnel.go) names its protocol in a header the
-	// strip below removes.
-	upgrade := r.Header.Get(upgradeHeader)
 	stripIdentityHeaders(r.Header)
 	r.Header.Set(xfcc, "By="+e.selfID()+";URI="+peer)
 	setTarget(r, "http", e.cfg.App, e.cfg.Service.Host(), path, query)

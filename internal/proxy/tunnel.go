@@ -12,7 +12,10 @@ package proxy
 //     query and end-to-end headers (hop-by-hop ones removed, Connection
 //     and Upgrade among them) plus "X-Bulwark-Upgrade: <the Upgrade
 //     value>"; its body is the client's bytes.
-//   - The callee checks and authorizes it as any request; right before it
+//   - The callee checks and authorizes it as any request, with the
+//     Connection and Upgrade fields the client sent put back (a policy on
+//     the Upgrade header holds), and refuses an upgrade to h2c (400: the
+//     tunnel would carry HTTP/2 requests no sidecar checks); right before it
 //     would go to the app, it dials the app and writes the HTTP/1.1
 //     upgrade request (Connection: Upgrade, Upgrade: <value>, XFCC, the
 //     normalized path and query, Host as for any request). On 101 it
@@ -35,7 +38,8 @@ package proxy
 //     :authority is the service's host (with the port the app named, if
 //     any); its body is the client's bytes.
 //   - The callee, whose app protocol is "tcp", checks the peer's identity
-//     and revocation, authorizes on identity only, dials its app, answers
+//     and revocation, authorizes on identity only, takes a token of the
+//     service's rate limit (429 when none is left), dials its app, answers
 //     200 and copies both ways. A callee whose app speaks HTTP answers
 //     CONNECT with 405; one whose app speaks TCP answers anything but
 //     CONNECT with 405.
@@ -86,6 +90,32 @@ const upgradeHeader = "X-Bulwark-Upgrade"
 // ("Connection: upgrade" and an Upgrade value).
 func isUpgrade(h http.Header) bool {
 	return h.Get("Upgrade") != "" && httpguts.HeaderValuesContainsToken(h["Connection"], "Upgrade")
+}
+
+// errUpgradeH2C refuses an upgrade to h2c: the tunnel would become an
+// HTTP/2 connection to the app whose requests no sidecar checks (h2c
+// smuggling). The framing guard refuses it on the app listeners already.
+var errUpgradeH2C = errors.New("upgrade: h2c is refused")
+
+// inboundUpgrade returns the protocol a tunnelled upgrade names in h
+// (upgradeHeader; "" for any other request) and puts back into h the
+// Connection and Upgrade fields the caller removed, so that the callee's
+// policies decide the request the client sent. An upgrade to h2c (an
+// element "h2c" or "h2c/<version>", in any case) is refused.
+func inboundUpgrade(h http.Header) (string, error) {
+	up := h.Get(upgradeHeader)
+	if up == "" {
+		return "", nil
+	}
+	for p := range strings.SplitSeq(up, ",") {
+		name, _, _ := strings.Cut(strings.TrimSpace(p), "/")
+		if strings.EqualFold(name, "h2c") {
+			return "", errUpgradeH2C
+		}
+	}
+	h.Set("Connection", "Upgrade")
+	h.Set("Upgrade", up)
+	return up, nil
 }
 
 // hopHeaders are the hop-by-hop header fields (RFC 9110 §7.6.1), which
@@ -203,15 +233,11 @@ func (n *byteCounter) detail() string {
 // upgradeToApp is the callee's end of a tunnelled upgrade: r, authorized
 // and pointed at the app (setTarget), asks for the protocol up.
 func (e *Engine) upgradeToApp(rw *recorder, r *http.Request, info *logInfo, up string) {
-	ctx := r.Context()
-	conn, err := e.appDialer.DialContext(ctx, "tcp", e.cfg.App)
-	if err != nil {
-		e.upstreamError(rw, r, err)
+	conn, closeConn, ok := e.dialApp(rw, r)
+	if !ok {
 		return
 	}
-	defer conn.Close()
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	defer stop()
+	defer closeConn()
 
 	h := r.Header.Clone()
 	removeHopHeaders(h)
@@ -298,14 +324,8 @@ func (f *flushWriter) Write(b []byte) (int, error) {
 // any request to a proxy whose app speaks TCP. The peer's identity has been
 // checked; it answers everything else itself.
 func (e *Engine) serveInboundTunnel(rw *recorder, r *http.Request, info *logInfo, peer string) {
-	t := e.table.Load()
-	if t == nil {
-		e.reject(rw, info, http.StatusServiceUnavailable, "proxy not ready", "no snapshot yet")
-		return
-	}
-	if t.revoked.Contains(r.TLS.PeerCertificates[0]) {
-		info.label = labelRevoked
-		e.reject(rw, info, http.StatusForbidden, "forbidden", "peer certificate revoked")
+	t, ok := e.inboundTable(rw, r, info)
+	if !ok {
 		return
 	}
 	switch {
@@ -341,15 +361,19 @@ func (e *Engine) serveInboundTunnel(rw *recorder, r *http.Request, info *logInfo
 		e.reject(rw, info, http.StatusForbidden, "forbidden", "")
 		return
 	}
-	ctx := r.Context()
-	conn, err := e.appDialer.DialContext(ctx, "tcp", e.cfg.App)
-	if err != nil {
-		e.upstreamError(rw, r, err)
+	// A tunnel takes a token of the service's rate limit as a request
+	// does (route rules match HTTP requests only).
+	if t.rate != nil {
+		if ok, after := t.rate.allow(peer); !ok {
+			e.tooMany(rw, info, after, "rate limit of the service")
+			return
+		}
+	}
+	conn, closeConn, ok := e.dialApp(rw, r)
+	if !ok {
 		return
 	}
-	defer conn.Close()
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	defer stop()
+	defer closeConn()
 	rw.WriteHeader(http.StatusOK)
 	var n byteCounter
 	e.pipe(rw, r.Body, conn, conn, &n)
@@ -471,4 +495,17 @@ func (tt *tcpTunnel) run(c net.Conn, n *byteCounter) {
 	tt.pr.CloseWithError(io.ErrClosedPipe)
 	c.Close()
 	wg.Wait()
+}
+
+// dialApp connects to the app for a tunnel, closed when the request's
+// context ends or by the returned func. A failure is answered.
+func (e *Engine) dialApp(rw *recorder, r *http.Request) (conn net.Conn, closeConn func(), ok bool) {
+	ctx := r.Context()
+	conn, err := e.appDialer.DialContext(ctx, "tcp", e.cfg.App)
+	if err != nil {
+		e.upstreamError(rw, r, err)
+		return nil, nil, false
+	}
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	return conn, func() { stop(); conn.Close() }, true
 }

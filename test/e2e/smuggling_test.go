@@ -143,7 +143,9 @@ func TestSmuggling(t *testing.T) {
 		{"bare_lf", "GET /public/attack HTTP/1.1\nHost: api.default\n\n" + smuggled},
 		{"nul_in_value", "GET /public/attack HTTP/1.1\r\nHost: api.default\r\nX-A: a\x00b\r\n\r\n" + smuggled},
 		{"h2c_upgrade", "GET /public/attack HTTP/1.1\r\nHost: api.default\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n" + smuggled},
-		{"h2_preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"},
+		// The complete HTTP/2 preface starts h2c (gRPC clients; see
+		// TestGRPCThroughSidecars); a broken one is no HTTP/1.1 either.
+		{"h2_preface_broken", "PRI * HTTP/2.0\r\n\r\nXM\r\n\r\n" + smuggled},
 		{"absolute_form_other_host", "GET http://secret.default/public/attack HTTP/1.1\r\nHost: api.default\r\n\r\n" + smuggled},
 		{"duplicate_host", "GET /public/attack HTTP/1.1\r\nHost: api.default\r\nHost: secret.default\r\n\r\n" + smuggled},
 		{"chunk_size_not_hex", h + "Transfer-Encoding: chunked\r\n\r\nzz\r\n" + smuggled},
