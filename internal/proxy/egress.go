@@ -38,20 +38,23 @@ package proxy
 // CONNECT tunnels go to "tls" and "tcp" ports (the app speaks TLS, or
 // anything, through them), never to "http" ports. Through a "tls" port the
 // app must start with a TLS ClientHello whose server name, if it sends
-// one, is the host it asked to CONNECT to: an address shared by many names
-// (a CDN) routes by server name, so a tunnel to a declared host must not
-// reach another. Otherwise the tunnel is closed and the request counted
-// and logged as a denial (its status stays the 200 already sent).
+// one, is the host it asked to CONNECT to, and that does not encrypt it
+// (Encrypted Client Hello hides the name the server routes by): an
+// address shared by many names (a CDN) routes by server name, so a tunnel
+// to a declared host must not reach another. Otherwise the tunnel is
+// closed and the request counted and logged as a denial (its status stays
+// the 200 already sent).
 //
 // The sidecar connects to spec.addresses (round robin; a connect failure
 // tries the next; those on the addressed port when any is, else all of
 // them) or to the addresses DNS gives for the host, resolved at connect
 // time and never cached beyond the resolver. An address obtained from DNS
 // (including the DNS of a name in spec.addresses) that is loopback,
-// link-local, multicast or unspecified is refused: whoever controls a
-// declared name's DNS must not reach the sidecar's own admin port or a
-// cloud metadata service. Only an IP literal in spec.addresses reaches
-// such an address.
+// link-local, multicast or unspecified (also as NAT64 64:ff9b::/96 embeds
+// it), or a cloud metadata address (fd00:ec2::254, 100.100.100.200), is
+// refused: whoever controls a declared name's DNS must not reach the
+// sidecar's own admin port or a cloud metadata service. Only an IP literal
+// in spec.addresses reaches such an address.
 //
 // Each ExternalService has its own http.Transport, kept across snapshots
 // while its document does not change (pooled connections survive
@@ -515,8 +518,16 @@ func clientHelloSNI(r io.Reader) (sni string, read []byte, err error) {
 	if hello == nil {
 		return "", nil, fmt.Errorf("not a TLS ClientHello: %w", err)
 	}
+	if slices.Contains(hello.Extensions, extensionECH) {
+		// The server name in the clear is the outer one; the server
+		// routes by the one it hides.
+		return hello.ServerName, nil, errors.New("encrypted client hello: the server name it hides cannot be checked")
+	}
 	return hello.ServerName, buf.Bytes(), nil
 }
+
+// extensionECH is the TLS extension of Encrypted Client Hello.
+const extensionECH = 0xfe0d
 
 // maxClientHello bounds what clientHelloSNI reads.
 const maxClientHello = 64 << 10
@@ -671,11 +682,27 @@ func resolvePublic(ctx context.Context, name string) ([]netip.Addr, error) {
 }
 
 // egressReachable reports whether an address obtained from DNS may be
-// dialed.
+// dialed. An IPv4 address embedded in an IPv6 one that reaches it (NAT64's
+// 64:ff9b::/96) is judged as that IPv4 address, and the cloud metadata
+// services outside link-local (AWS's fd00:ec2::254, Alibaba's
+// 100.100.100.200) count as link-local.
 func egressReachable(ip netip.Addr) bool {
+	ip = ip.Unmap()
+	if ip.Is6() && nat64.Contains(ip) {
+		b := ip.As16()
+		ip = netip.AddrFrom4([4]byte(b[12:]))
+	}
 	return !(ip.IsLoopback() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() ||
-		ip.IsInterfaceLocalMulticast() || ip.IsMulticast() || ip.IsUnspecified())
+		ip.IsInterfaceLocalMulticast() || ip.IsMulticast() || ip.IsUnspecified() ||
+		ip == awsMetadataV6 || ip == alibabaMetadata)
 }
+
+// Addresses egressReachable refuses besides the special ranges.
+var (
+	nat64           = netip.MustParsePrefix("64:ff9b::/96")
+	awsMetadataV6   = netip.MustParseAddr("fd00:ec2::254")
+	alibabaMetadata = netip.MustParseAddr("100.100.100.200")
+)
 
 // egressForwarder is the transport of one ExternalService document and the
 // reverse proxy that uses it.

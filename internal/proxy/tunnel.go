@@ -261,6 +261,9 @@ func (e *Engine) upgradeToApp(rw *recorder, r *http.Request, info *logInfo, up s
 	switched := resp.Header.Get("Upgrade")
 	respHeader := resp.Header.Clone()
 	removeHopHeaders(respHeader)
+	// Only this sidecar says that the app switched: an app's own
+	// X-Bulwark-Upgrade would make the caller answer 101 to a refusal.
+	respHeader.Del(upgradeHeader)
 	for k, v := range respHeader {
 		rw.Header()[k] = v
 	}

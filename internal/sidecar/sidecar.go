@@ -817,7 +817,16 @@ func adminHandler(mgr *svid.Manager, engine *proxy.Engine, sub *subscriber, expo
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(engine.Dump())
 	})
-	return mux
+	// Every admin answer (the snapshot in /config_dump, /ready) is for
+	// this host only: a Host that is not a loopback address is a page
+	// that reached the port through DNS rebinding.
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := checkLoopbackHost(r); err != nil {
+			http.Error(w, err.Error(), http.StatusForbidden)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
 }
 
 type readyStatus struct {
@@ -852,6 +861,12 @@ func checkAdminWrite(r *http.Request) error {
 	if r.Header.Get("Origin") != "" || r.Header.Get("Sec-Fetch-Site") != "" {
 		return errors.New("admin: requests from web pages are refused")
 	}
+	return checkLoopbackHost(r)
+}
+
+// checkLoopbackHost refuses a request whose Host is not a loopback address
+// or localhost.
+func checkLoopbackHost(r *http.Request) error {
 	host, _, err := net.SplitHostPort(r.Host)
 	if err != nil {
 		host = r.Host
