@@ -397,13 +397,22 @@ type tcpTunnel struct {
 	resp *http.Response
 	pr   *io.PipeReader
 	pw   *io.PipeWriter
+	// release gives back the tunnel's place in the circuit breaker.
+	release func()
+}
+
+// abort ends a tunnel that will not run.
+func (tt *tcpTunnel) abort() {
+	tt.pw.Close()
+	tt.resp.Body.Close()
+	tt.release()
 }
 
 // openTCP authorizes a TCP connection of this proxy's app to svc (on port,
 // 0 when the app named none) and opens a tunnel to an endpoint. It returns
 // the status to answer with, 200 with a tunnel, and sets info as reject
 // does.
-func (e *Engine) openTCP(ctx context.Context, info *logInfo, svc string, port int) (int, *tcpTunnel) {
+func (e *Engine) openTCP(ctx context.Context, info *logInfo, svc string, port int) (status int, tt *tcpTunnel) {
 	fail := func(status int, detail string) (int, *tcpTunnel) {
 		if status == http.StatusForbidden {
 			info.decision, info.denied = telemetry.DecisionDeny, status
@@ -438,6 +447,18 @@ func (e *Engine) openTCP(ctx context.Context, info *logInfo, svc string, port in
 	if !dec.Allow {
 		return fail(http.StatusForbidden, "")
 	}
+	// A tunnel holds a place in the circuit breaker (maxRequests) for as
+	// long as it is open.
+	if !dest.state.limiter.TryAcquire() {
+		e.metrics.breakerOpen.Inc()
+		return fail(http.StatusServiceUnavailable, "circuit breaker open: maxRequests")
+	}
+	release := sync.OnceFunc(dest.state.limiter.Release)
+	defer func() {
+		if tt == nil {
+			release()
+		}
+	}()
 	ep, ok := dest.pick()
 	if !ok {
 		return fail(http.StatusServiceUnavailable, "no endpoints")
@@ -474,13 +495,14 @@ func (e *Engine) openTCP(ctx context.Context, info *logInfo, svc string, port in
 		}
 		return fail(resp.StatusCode, detail)
 	}
-	return http.StatusOK, &tcpTunnel{resp: resp, pr: pr, pw: pw}
+	return http.StatusOK, &tcpTunnel{resp: resp, pr: pr, pw: pw, release: release}
 }
 
 // run copies both ways between the app's connection c and the tunnel
 // until the server side ends (then c is half-closed, then closed), and
 // closes c and the tunnel.
 func (tt *tcpTunnel) run(c net.Conn, n *byteCounter) {
+	defer tt.release()
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		k, err := io.Copy(tt.pw, c)

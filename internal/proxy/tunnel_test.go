@@ -616,3 +616,49 @@ func TestOutboundConnect(t *testing.T) {
 		}
 	})
 }
+
+// TestTCPCircuitBreaker: an open tunnel holds a place in the circuit
+// breaker (connectionLimits.maxRequests) until it closes; past the limit a
+// new tunnel is refused at once (the connection closed), and the place is
+// free again after the first tunnel ends.
+func TestTCPCircuitBreaker(t *testing.T) {
+	m := newProtoMesh(t, echoServer(t), proxy.ProtocolTCP, tunAllowWeb, tunOpenView)
+	ws := webSnapshot(t, m.auth, 2, m.apiAddr, m.api.id())
+	ws.Destinations[0].Policies = [][]byte{policyDoc(t, tunOpenView)}
+	ws.Destinations[0].Protocol = proxy.ProtocolTCP
+	ws.Destinations[0].TrafficPolicy = trafficPolicyDoc(t, "connectionLimits: {maxRequests: 1}")
+	m.web.apply(t, ws)
+	up := serveUpstream(t, m.web.engine, apiSvc)
+
+	first, err := net.DialTimeout("tcp", up, hangGuard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = first.SetDeadline(time.Now().Add(hangGuard))
+	br := bufio.NewReader(first)
+	if _, err := io.WriteString(first, "held\n"); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := br.ReadString('\n'); err != nil || got != "held\n" {
+		t.Fatalf("first tunnel: got %q, %v; want the echo", got, err)
+	}
+	expectClosed(t, up) // the first tunnel still holds the only place
+	if got := counter(t, m.webReg, "bulwark_circuit_breaker_open_total", nil); got != 1 {
+		t.Errorf("bulwark_circuit_breaker_open_total: got %v, want 1", got)
+	}
+	first.Close()
+	m.web.log.waitFor(t, "the first tunnel closed", isLine(http.MethodConnect, http.StatusOK))
+
+	second, err := net.DialTimeout("tcp", up, hangGuard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	_ = second.SetDeadline(time.Now().Add(hangGuard))
+	if _, err := io.WriteString(second, "again\n"); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := bufio.NewReader(second).ReadString('\n'); err != nil || got != "again\n" {
+		t.Errorf("tunnel after the first closed: got %q, %v; want the echo", got, err)
+	}
+}

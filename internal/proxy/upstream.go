@@ -147,8 +147,7 @@ func (e *Engine) serveOutboundConnect(rw *recorder, r *http.Request, info *logIn
 		}
 		conn, done, err := e.acceptConnect(rw, r)
 		if err != nil {
-			tt.pw.Close()
-			tt.resp.Body.Close()
+			tt.abort()
 			return
 		}
 		var n byteCounter
