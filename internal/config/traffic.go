@@ -142,7 +142,8 @@ type RetryBudget struct {
 	Percent int `json:"percent,omitempty"`
 	// MinPerSecond retries are always allowed, so a quiet service still
 	// retries. Default: 10.
-	MinPerSecond int `json:"minPerSecond,omitempty"`
+	// 0 allows none beyond Percent.
+	MinPerSecond *int `json:"minPerSecond,omitempty"`
 }
 
 // Backoff is exponential with full jitter: try n waits a random time in

@@ -203,10 +203,10 @@ func validateRetries(path string, r *RetryPolicy, timeoutPath string, timeout ti
 	} else {
 		checkRange(path+".budget.percent", b.Percent, 1, 100, errs)
 	}
-	if b.MinPerSecond == 0 {
-		b.MinPerSecond = DefaultRetryBudgetMinPerSecond
+	if b.MinPerSecond == nil {
+		b.MinPerSecond = new(DefaultRetryBudgetMinPerSecond)
 	} else {
-		checkRange(path+".budget.minPerSecond", b.MinPerSecond, 0, MaxRetryBudgetMinPerSecond, errs)
+		checkRange(path+".budget.minPerSecond", *b.MinPerSecond, 0, MaxRetryBudgetMinPerSecond, errs)
 	}
 	if r.Backoff == nil {
 		r.Backoff = &Backoff{}

@@ -94,7 +94,7 @@ rateLimit:
 			Retries: &config.RetryPolicy{
 				Attempts: 2,
 				On:       []string{"connect-failure", "reset", "gateway-error"},
-				Budget:   &config.RetryBudget{Percent: 20, MinPerSecond: 10},
+				Budget:   &config.RetryBudget{Percent: 20, MinPerSecond: new(10)},
 				Backoff:  &config.Backoff{Base: "25ms", Max: "250ms"},
 			},
 			OutlierDetection: &config.OutlierDetection{
@@ -253,7 +253,7 @@ rules:
 					Retries: &config.RetryPolicy{
 						Attempts: 1,
 						On:       []string{"connect-failure", "reset", "gateway-error"},
-						Budget:   &config.RetryBudget{Percent: 20, MinPerSecond: 10},
+						Budget:   &config.RetryBudget{Percent: 20, MinPerSecond: new(10)},
 						Backoff:  &config.Backoff{Base: "25ms", Max: "250ms"},
 					},
 					RateLimit: &config.RateLimit{RequestsPerSecond: 10, Burst: 10, Per: "source"},
@@ -575,6 +575,27 @@ func TestTrafficDocExamples(t *testing.T) {
 	for _, k := range []string{config.KindTrafficPolicy, config.KindRoute, config.KindExternalService} {
 		if !kinds[k] {
 			t.Errorf("docs/traffic.md has no example of %s", k)
+		}
+	}
+}
+
+// TestRetryBudgetMinPerSecondZero: an explicit minPerSecond of 0 (no
+// reserve beyond the percentage) is kept, not replaced by the default.
+func TestRetryBudgetMinPerSecondZero(t *testing.T) {
+	for _, tt := range []struct {
+		spec string
+		want int
+	}{
+		{spec: "service: api\nretries: {attempts: 1, budget: {percent: 5, minPerSecond: 0}}", want: 0},
+		{spec: "service: api\nretries: {attempts: 1, budget: {percent: 5}}", want: config.DefaultRetryBudgetMinPerSecond},
+	} {
+		o, err := decodeTraffic(t, trafficDoc(config.KindTrafficPolicy, tt.spec))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := o.(*config.TrafficPolicy).Spec.Retries.Budget
+		if b.MinPerSecond == nil || *b.MinPerSecond != tt.want {
+			t.Errorf("%s: got minPerSecond %v, want %d", tt.spec, b.MinPerSecond, tt.want)
 		}
 	}
 }

@@ -181,7 +181,9 @@ func compileRetry(r *config.RetryPolicy) (*retryPolicy, error) {
 		if b.Percent > 0 {
 			rp.budgetPercent = b.Percent
 		}
-		rp.budgetMin = b.MinPerSecond
+		if b.MinPerSecond != nil {
+			rp.budgetMin = *b.MinPerSecond
+		}
 	}
 	if b := r.Backoff; b != nil {
 		if d, err := optDuration(b.Base); err != nil {
