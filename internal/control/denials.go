@@ -329,8 +329,8 @@ func checkDenial(d *apiv1.Denial, now time.Time) error {
 	if err := checkText("path", d.GetPath(), maxDenialPath); err != nil {
 		return err
 	}
-	if p := d.GetPath(); p == "" || p[0] != '/' {
-		return fmt.Errorf("path: %q does not start with /", clip(p))
+	if p := d.GetPath(); (p == "" || p[0] != '/') && !(p == "" && d.GetMethod() == "CONNECT") {
+		return fmt.Errorf("path: %q does not start with / (only a CONNECT tunnel has none)", clip(p))
 	}
 	if p := d.GetPolicy(); p != "" {
 		ref, err := identity.ParseServiceRef(p, "")

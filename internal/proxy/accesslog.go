@@ -111,7 +111,9 @@ func (e *Engine) denied(r *http.Request, info *logInfo) {
 		d.Rule = -1
 	}
 	e.denies.log(&d)
-	if e.cfg.OnDeny != nil && d.Source != "" && d.Destination != "" && d.Path != "" {
+	// A tunnel (CONNECT) has no path; any other request denied before its
+	// path was read is not reported.
+	if e.cfg.OnDeny != nil && d.Source != "" && d.Destination != "" && (d.Path != "" || r.Method == http.MethodConnect) {
 		e.cfg.OnDeny(d)
 	}
 }

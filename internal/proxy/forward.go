@@ -173,7 +173,7 @@ func (e *Engine) forward(rw *recorder, r *http.Request, info *logInfo, svc ident
 	// Circuit breaker: fail fast rather than queue.
 	st := dest.state
 	if !st.limiter.TryAcquire() {
-		e.metrics.breakerOpen.Inc()
+		st.counters.breakerOpen.Inc()
 		e.reject(rw, info, http.StatusServiceUnavailable, "upstream overloaded", "circuit breaker open: maxRequests")
 		return
 	}
@@ -345,13 +345,13 @@ func (e *Engine) peerRoundTrip(req *http.Request) (*http.Response, error) {
 		if errors.As(err, &ov) {
 			done.Finish(0, false)
 			cancel()
-			e.metrics.breakerOpen.Inc()
+			st.counters.breakerOpen.Inc()
 			return nil, err
 		}
 		cond, result := classify(resp, err)
 		done.Finish(time.Since(start), result != resilience.Success)
 		if !fs.dest.traffic.noEject && st.outlier.Report(ep.addr, result) {
-			e.metrics.ejections.Inc()
+			st.counters.ejections.Inc()
 			e.logger.Warn("endpoint ejected", telemetry.KeyDestination, fs.dest.ref.String(), telemetry.KeyUpstream, ep.addr)
 		}
 		retry := cond != (retryOn{}) && attempt < rp.attempts && req.Context().Err() == nil &&
@@ -371,7 +371,7 @@ func (e *Engine) peerRoundTrip(req *http.Request) (*http.Response, error) {
 			resp.Body.Close()
 		}
 		cancel()
-		e.metrics.retries.Inc()
+		st.counters.retries.Inc()
 		wait := resilience.Backoff(rp.backoffBase, rp.backoffMax, attempt+1, rand.Int64N)
 		tm := time.NewTimer(wait)
 		select {

@@ -715,6 +715,18 @@ func TestRetryBudget(t *testing.T) {
 	if got := counterValue(t, f.web.metrics, "bulwark_retries_total") - retries; got != 10 {
 		t.Errorf("retries 10 seconds later: got %v, want 10", got)
 	}
+
+	// The series is the destination's, and goes when it leaves the
+	// snapshot (the label stays bounded by the mesh).
+	if got := counter(t, f.web.metrics, "bulwark_retries_total", map[string]string{"destination": "default/api"}); got != 20 {
+		t.Errorf("bulwark_retries_total{destination=default/api}: got %v, want 20", got)
+	}
+	snap := f.callerSnapshot(t, 2, nil, nil)
+	snap.Destinations = nil
+	f.web.node.apply(t, snap)
+	if got := counterValue(t, f.web.metrics, "bulwark_retries_total"); got != 0 {
+		t.Errorf("bulwark_retries_total after default/api left the snapshot: got %v, want no series", got)
+	}
 }
 
 func TestPerTryTimeout(t *testing.T) {

@@ -111,9 +111,34 @@ type metrics struct {
 	dryRun    [numDirections]prometheus.Counter
 	audit     [numDirections]prometheus.Counter
 
-	// Traffic management, outbound (retries, ejections, breaker, mirrors)
-	// and inbound (rate limits).
-	retries, ejections, breakerOpen, mirrorDropped, rateLimited prometheus.Counter
+	// Traffic management: by destination outbound (retries, ejections,
+	// breaker; a destination's series go with it), mirrors, and inbound
+	// rate limits.
+	retries, ejections, breakerOpen *prometheus.CounterVec
+	mirrorDropped, rateLimited      prometheus.Counter
+}
+
+// destCounters are the traffic counters of one destination, resolved once
+// per snapshot so that the data path adds without a lookup.
+type destCounters struct {
+	retries, ejections, breakerOpen prometheus.Counter
+}
+
+// forDestination returns the counters of the destination name ("ns/name").
+func (m *metrics) forDestination(name string) destCounters {
+	return destCounters{
+		retries:     m.retries.WithLabelValues(name),
+		ejections:   m.ejections.WithLabelValues(name),
+		breakerOpen: m.breakerOpen.WithLabelValues(name),
+	}
+}
+
+// dropDestination deletes the series of a destination that left the
+// snapshot, so the label's values stay bounded by the mesh.
+func (m *metrics) dropDestination(name string) {
+	m.retries.DeleteLabelValues(name)
+	m.ejections.DeleteLabelValues(name)
+	m.breakerOpen.DeleteLabelValues(name)
 }
 
 // newMetrics creates the counters and registers them on reg (nil: kept
@@ -138,10 +163,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	counter := func(name, help string) prometheus.Counter {
 		return prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
 	}
+	byDestination := func(name, help string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, []string{"destination"})
+	}
 	m := &metrics{
-		retries:       counter("bulwark_retries_total", "Outbound tries sent again (retries), within the retry budget."),
-		ejections:     counter("bulwark_outlier_ejections_total", "Endpoints ejected by outlier detection."),
-		breakerOpen:   counter("bulwark_circuit_breaker_open_total", "Outbound requests answered 503 at once because a connection limit (circuit breaker) was reached."),
+		retries:       byDestination("bulwark_retries_total", "Outbound tries sent again (retries), within the retry budget, by destination service."),
+		ejections:     byDestination("bulwark_outlier_ejections_total", "Endpoints ejected by outlier detection, by destination service."),
+		breakerOpen:   byDestination("bulwark_circuit_breaker_open_total", "Outbound requests (and TCP tunnels) answered 503 at once because a connection limit (circuit breaker) was reached, by destination service."),
 		mirrorDropped: counter("bulwark_mirror_dropped_total", "Mirrored copies dropped because too many were in flight."),
 		rateLimited:   counter("bulwark_rate_limited_total", "Inbound requests answered 429 by a rate limit."),
 	}

@@ -171,7 +171,7 @@ func New(cfg Config) (*Engine, error) {
 		access:       telemetry.OrDiscard(cfg.AccessLog),
 		metrics:      m,
 		selfServices: []string{cfg.Service.String()},
-		dstates:      &destStates{clock: clock.OrReal(cfg.Clock), m: map[string]*destState{}},
+		dstates:      &destStates{clock: clock.OrReal(cfg.Clock), metrics: m, m: map[string]*destState{}},
 		rates:        map[string]*rateLimit{},
 		mirrors:      make(chan struct{}, maxMirrors),
 	}

@@ -240,13 +240,16 @@ type destState struct {
 	limMax  int
 	pending *resilience.Limiter
 	pendMax int
+	// counters are the destination's series of the traffic metrics.
+	counters destCounters
 }
 
 // destStates keeps every destination's state by "ns/name".
 type destStates struct {
-	clock clock.Clock
-	mu    sync.Mutex
-	m     map[string]*destState
+	clock   clock.Clock
+	metrics *metrics
+	mu      sync.Mutex
+	m       map[string]*destState
 }
 
 // get returns the state of a destination, updated to tp. Only apply calls
@@ -256,7 +259,7 @@ func (s *destStates) get(name string, tp *trafficPolicy) *destState {
 	defer s.mu.Unlock()
 	// Copy on write: requests on the previous table read its state
 	// without a lock, so a destState is never changed once attached.
-	st := &destState{stats: balancer.NewStats(s.clock)}
+	st := &destState{stats: balancer.NewStats(s.clock), counters: s.metrics.forDestination(name)}
 	if prev := s.m[name]; prev != nil {
 		cp := *prev
 		st = &cp
@@ -288,6 +291,7 @@ func (s *destStates) retain(names map[string]*destination) {
 	for name := range s.m {
 		if _, ok := names[name]; !ok {
 			delete(s.m, name)
+			s.metrics.dropDestination(name)
 		}
 	}
 }

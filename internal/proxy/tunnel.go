@@ -450,7 +450,7 @@ func (e *Engine) openTCP(ctx context.Context, info *logInfo, svc string, port in
 	// A tunnel holds a place in the circuit breaker (maxRequests) for as
 	// long as it is open.
 	if !dest.state.limiter.TryAcquire() {
-		e.metrics.breakerOpen.Inc()
+		dest.state.counters.breakerOpen.Inc()
 		return fail(http.StatusServiceUnavailable, "circuit breaker open: maxRequests")
 	}
 	release := sync.OnceFunc(dest.state.limiter.Release)

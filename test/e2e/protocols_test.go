@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -412,4 +413,13 @@ func TestTCPThroughSidecars(t *testing.T) {
 	if got := accepted.Load(); got != before {
 		t.Errorf("the app accepted %d connections while a caller without a policy tried, want 0", got-before)
 	}
+	// The denied tunnel is reported like any denial (proxies report every
+	// 10 s).
+	eventually(t, 25*time.Second, "the denied tunnel in get denials", func() error {
+		out, _, code := cli(t, m.env, "", "get", "denials", "-o", "json")
+		if code != 0 || !strings.Contains(out, `"method":"CONNECT"`) || !strings.Contains(out, "/sa/rogue") {
+			return fmt.Errorf("get denials: %s", out)
+		}
+		return nil
+	})
 }
