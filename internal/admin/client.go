@@ -104,7 +104,8 @@ func (c *Client) do(ctx context.Context, method, path string, in any, okStatus .
 type WriteOptions struct {
 	// Force writes a policy change even when the control plane's lock-out
 	// guard refuses it (a service would lose every caller it has now).
-	// Only an explicit --force on the command line sets it.
+	// An explicit --force on the command line sets it, and bulwark up,
+	// which checks its file's Routes against the file itself.
 	Force bool
 }
 

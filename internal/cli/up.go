@@ -60,5 +60,6 @@ func newExampleAppCmd(g *globals) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&cfg.Listen, "listen", "", "address to serve on (default: 127.0.0.1:$PORT)")
 	cmd.Flags().DurationVar(&cfg.Every, "every", 0, "interval of the rogue app's attempts (default 5s)")
+	cmd.Flags().StringVar(&cfg.Version, "version", "", "version of the app (the catalog's v2 sells one more product)")
 	return cmd
 }

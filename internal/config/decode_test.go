@@ -163,7 +163,7 @@ func TestDecodeRejectsDefectiveFixtures(t *testing.T) {
 		{"mesh-client-is-a-service.yaml", []docErr{{1, config.KindMesh, "default/shop",
 			"spec.client: default/api is spec.services[1]: the client needs a name of its own"}}},
 		{"mesh-duplicate-service.yaml", []docErr{{1, config.KindMesh, "default/shop",
-			"spec.services[2].name: duplicate service default/web (also spec.services[0])"}}},
+			"spec.services[2].name: duplicate service default/web (also spec.services[0]; give each a different labels.version to run versions side by side)"}}},
 		{"mesh-replicas-out-of-range.yaml", []docErr{{1, config.KindMesh, "default/shop",
 			"spec.services[2].replicas: must be between 1 and 20, got 21"}}},
 		{"mesh-example-and-command.yaml", []docErr{{1, config.KindMesh, "default/shop",

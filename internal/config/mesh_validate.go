@@ -92,8 +92,10 @@ func (m *Mesh) Validate() FieldErrors {
 
 // meshServices indexes the services of a Mesh by position.
 type meshServices struct {
-	// byRef maps namespace/name to the index of the service.
-	byRef map[identity.ServiceRef]int
+	// byRef maps namespace/name to the index of the service's first entry,
+	// byVersion a service and version label to its entry.
+	byRef     map[identity.ServiceRef]int
+	byVersion map[versionedRef]int
 	// byAccount maps namespace/account to the index of the first service
 	// with that identity.
 	byAccount map[identity.ServiceRef]int
@@ -102,7 +104,7 @@ type meshServices struct {
 // validateMeshServices checks spec.services, filling in defaults.
 func validateMeshServices(svcs []MeshService) (meshServices, FieldErrors) {
 	var errs FieldErrors
-	idx := meshServices{byRef: map[identity.ServiceRef]int{}, byAccount: map[identity.ServiceRef]int{}}
+	idx := meshServices{byRef: map[identity.ServiceRef]int{}, byVersion: map[versionedRef]int{}, byAccount: map[identity.ServiceRef]int{}}
 	if len(svcs) == 0 {
 		errs.add("spec.services", "at least one service is required")
 		return idx, errs
@@ -126,10 +128,20 @@ func validateMeshServices(svcs []MeshService) (meshServices, FieldErrors) {
 			accountOK = checkName(p+".account", svc.Account, &errs)
 		}
 		if nameOK && nsOK {
+			// A service may be listed once per version label (a canary
+			// runs v1 and v2 side by side).
 			ref := identity.ServiceRef{Namespace: svc.Namespace, Name: svc.Name}
-			if j, dup := idx.byRef[ref]; dup {
-				errs.add(p+".name", "duplicate service %s (also spec.services[%d])", ref, j)
+			key := versionedRef{ref: ref, version: svc.Labels[VersionLabel]}
+			if j, dup := idx.byVersion[key]; dup {
+				if key.version == "" {
+					errs.add(p+".name", "duplicate service %s (also spec.services[%d]; give each a different labels.version to run versions side by side)", ref, j)
+				} else {
+					errs.add(p+".name", "duplicate service %s version %s (also spec.services[%d])", ref, key.version, j)
+				}
 			} else {
+				idx.byVersion[key] = i
+			}
+			if _, seen := idx.byRef[ref]; !seen {
 				idx.byRef[ref] = i
 			}
 			if accountOK {
@@ -228,4 +240,10 @@ func isReservedEnv(k string) bool {
 		return true
 	}
 	return false
+}
+
+// versionedRef is a service of a Mesh file with its version label.
+type versionedRef struct {
+	ref     identity.ServiceRef
+	version string
 }

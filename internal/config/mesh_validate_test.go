@@ -103,7 +103,17 @@ func TestMeshValidate(t *testing.T) {
 			config.FieldErrors{{Path: "spec.services[1].account", Msg: `"api_sa" must consist of lowercase letters, digits and '-', and start and end with a letter or digit`}}},
 		{"service-same-name-other-namespace", func(m *config.Mesh) { m.Spec.Services[1].Name, m.Spec.Services[1].Namespace = "web", "shop" }, nil},
 		{"service-duplicate", func(m *config.Mesh) { m.Spec.Services[1].Name, m.Spec.Services[1].Namespace = "web", "default" },
-			config.FieldErrors{{Path: "spec.services[1].name", Msg: "duplicate service default/web (also spec.services[0])"}}},
+			config.FieldErrors{{Path: "spec.services[1].name", Msg: "duplicate service default/web (also spec.services[0]; give each a different labels.version to run versions side by side)"}}},
+		{"service-two-versions", func(m *config.Mesh) {
+			m.Spec.Services[1].Name, m.Spec.Services[1].Namespace = "web", "default"
+			m.Spec.Services[0].Labels = map[string]string{"version": "v1"}
+			m.Spec.Services[1].Labels = map[string]string{"version": "v2"}
+		}, nil},
+		{"service-same-version-twice", func(m *config.Mesh) {
+			m.Spec.Services[1].Name, m.Spec.Services[1].Namespace = "web", "default"
+			m.Spec.Services[0].Labels = map[string]string{"version": "v2"}
+			m.Spec.Services[1].Labels = map[string]string{"version": "v2"}
+		}, config.FieldErrors{{Path: "spec.services[1].name", Msg: "duplicate service default/web version v2 (also spec.services[0])"}}},
 		{"service-shared-account", func(m *config.Mesh) { m.Spec.Services[1].Account = "web" }, nil},
 		{"example-and-command", func(m *config.Mesh) { m.Spec.Services[1].Example = "api" },
 			config.FieldErrors{{Path: "spec.services[1].command", Msg: "cannot be used with example: set exactly one of example and command"}}},

@@ -5,7 +5,8 @@
 //
 //	web       GET /           calls catalog GET /products and orders GET /orders
 //	          POST /order     calls orders POST /orders
-//	catalog   GET /products, GET /products/{id}, GET /admin/export (not allowed to anyone)
+//	catalog   GET /products, GET /products/{id}, GET /admin/export (not allowed to anyone);
+//	          version v2 (a canary) also sells a standing desk
 //	orders    GET /orders; POST /orders calls payments POST /charge
 //	payments  POST /charge, GET /balance (not allowed to anyone)
 //	rogue     every few seconds tries payments and catalog's admin: denied
@@ -43,6 +44,9 @@ type Config struct {
 	Client *http.Client
 	// Every is the interval of the rogue's attempts. Default: 5s.
 	Every time.Duration
+	// Version of the app ("v1" when empty); the catalog's v2 sells one
+	// more product, so a canary split shows in the shop.
+	Version string
 }
 
 // Run serves the app until ctx is done.
@@ -122,20 +126,24 @@ type app struct {
 	orders []order
 }
 
-func catalog() []map[string]any {
-	return []map[string]any{
+func catalog(version string) []map[string]any {
+	products := []map[string]any{
 		{"id": "lamp", "name": "Desk lamp", "price": 39},
 		{"id": "chair", "name": "Office chair", "price": 249},
 		{"id": "mug", "name": "Mug", "price": 9},
 	}
+	if version == "v2" {
+		products = append(products, map[string]any{"id": "desk", "name": "Standing desk (new in catalog v2)", "price": 399})
+	}
+	return products
 }
 
 func (a *app) products(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, catalog())
+	writeJSON(w, http.StatusOK, catalog(a.cfg.Version))
 }
 
 func (a *app) product(w http.ResponseWriter, r *http.Request) {
-	for _, p := range catalog() {
+	for _, p := range catalog(a.cfg.Version) {
 		if p["id"] == r.PathValue("id") {
 			writeJSON(w, http.StatusOK, p)
 			return

@@ -16,6 +16,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -147,7 +148,10 @@ func Run(ctx context.Context, cfg Config) (err error) {
 				return err
 			}
 		}
-		if _, err := client.Apply(ctx, docs); err != nil {
+		// The file's Routes name versions of the file's own services
+		// (checkRouteVersions), whose proxies do not run yet: the control
+		// plane's check against registered instances is skipped.
+		if _, err := client.ApplyWithOptions(ctx, docs, admin.WriteOptions{Force: true}); err != nil {
 			return fmt.Errorf("apply the mesh file's resources: %w", err)
 		}
 		logger("up").Info("resources applied", "count", len(resources))
@@ -157,6 +161,9 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	for _, s := range mesh.Spec.Services {
 		for r := 1; r <= s.Replicas; r++ {
 			name := s.Name
+			if v := s.Labels[config.VersionLabel]; v != "" {
+				name += "-" + v // a version of a service (a canary)
+			}
 			if s.Replicas > 1 {
 				name += "-" + strconv.Itoa(r)
 			}
@@ -312,10 +319,48 @@ func load(path string) (*config.Mesh, []config.Object, error) {
 			errs = append(errs, fmt.Sprintf("%s.protocol: %q: want http, http2, grpc or tcp", p, s.Protocol))
 		}
 	}
+	errs = append(errs, checkRouteVersions(mesh, resources)...)
 	if len(errs) > 0 {
 		return nil, nil, fmt.Errorf("%s: %s", path, strings.Join(errs, "\n  "))
 	}
 	return mesh, resources, nil
+}
+
+// checkRouteVersions checks that every version a Route of the file names is
+// the labels.version of one of the file's entries of that service. The
+// control plane checks it against registered proxies at apply; bulwark up
+// applies the file before any proxy runs, so it checks against the file.
+func checkRouteVersions(mesh *config.Mesh, resources []config.Object) []string {
+	versions := map[identity.ServiceRef][]string{}
+	for _, s := range mesh.Spec.Services {
+		ref := identity.ServiceRef{Namespace: s.Namespace, Name: s.Name}
+		if v := s.Labels[config.VersionLabel]; v != "" {
+			versions[ref] = append(versions[ref], v)
+		}
+	}
+	var errs []string
+	for _, o := range resources {
+		r, ok := o.(*config.Route)
+		if !ok {
+			continue
+		}
+		ref := identity.ServiceRef{Namespace: r.Metadata.Namespace, Name: r.Spec.Service}
+		check := func(p, v string) {
+			if !slices.Contains(versions[ref], v) {
+				errs = append(errs, fmt.Sprintf("route %s/%s: %s: no service %s of the mesh file has labels.version %q (known: %s)",
+					r.Metadata.Namespace, r.Metadata.Name, p, ref, v, strings.Join(versions[ref], ", ")))
+			}
+		}
+		for i, rule := range r.Spec.Rules {
+			for j, b := range rule.Backends {
+				check(fmt.Sprintf("spec.rules[%d].backends[%d].version", i, j), b.Version)
+			}
+			if rule.Mirror != nil {
+				check(fmt.Sprintf("spec.rules[%d].mirror.version", i), rule.Mirror.Version)
+			}
+		}
+	}
+	return errs
 }
 
 func isExample(name string) bool {
@@ -340,6 +385,9 @@ func runApp(ctx context.Context, cfg Config, in instance, port int, outbound str
 	var argv []string
 	if in.svc.Example != "" {
 		argv = []string{cfg.Exe, "example-app", in.svc.Example, "--listen", net.JoinHostPort("127.0.0.1", strconv.Itoa(port))}
+		if v := in.svc.Labels[config.VersionLabel]; v != "" {
+			argv = append(argv, "--version", v)
+		}
 	} else {
 		for _, a := range in.svc.Command {
 			argv = append(argv, strings.ReplaceAll(a, "$(PORT)", strconv.Itoa(port)))
@@ -429,5 +477,15 @@ Bulwark mesh %q is up: %d service(s), trust domain %s.
                    bulwark get policies
   Stop:            Ctrl-C
 
-`, mesh.Metadata.Name, len(mesh.Spec.Services), mesh.Spec.TrustDomain, info.URL, entry, visitor, info.CredentialPath)
+`, mesh.Metadata.Name, countServices(mesh), mesh.Spec.TrustDomain, info.URL, entry, visitor, info.CredentialPath)
+}
+
+// countServices counts the services of a mesh file: entries that are
+// versions of one service count once.
+func countServices(mesh *config.Mesh) int {
+	seen := map[identity.ServiceRef]bool{}
+	for _, s := range mesh.Spec.Services {
+		seen[identity.ServiceRef{Namespace: s.Namespace, Name: s.Name}] = true
+	}
+	return len(seen)
 }

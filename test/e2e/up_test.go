@@ -92,9 +92,30 @@ func TestUpShop(t *testing.T) {
 		}
 	}
 
+	// The catalog canary: all of it to v2, which also sells a desk.
+	env := []string{"BULWARK_CONFIG=" + cred}
+	mustCLI(t, env, "route", "set-weights", "default/catalog-canary", "v1=0", "v2=100")
+	eventually(t, 20*time.Second, "the catalog canary at 100% v2", func() error {
+		for range 5 {
+			if code, body := do(t, http.DefaultClient, http.MethodGet, url+"/", ""); code != http.StatusOK || !strings.Contains(body, "Standing desk") {
+				return fmt.Errorf("GET /: got %d %q, want the desk of catalog v2", code, body)
+			}
+		}
+		return nil
+	})
+	mustCLI(t, env, "route", "set-weights", "default/catalog-canary", "v1=100", "v2=0")
+	eventually(t, 20*time.Second, "the catalog canary back at 100% v1", func() error {
+		for range 5 {
+			if code, body := do(t, http.DefaultClient, http.MethodGet, url+"/", ""); code != http.StatusOK || strings.Contains(body, "Standing desk") {
+				return fmt.Errorf("GET /: got %d %q, want catalog v1 only", code, body)
+			}
+		}
+		return nil
+	})
+
 	children := descendants(p.cmd.Process.Pid)
-	if len(children) < 5 {
-		t.Errorf("found %d child processes of up, want at least the 5 apps", len(children))
+	if len(children) < 6 {
+		t.Errorf("found %d child processes of up, want at least the 6 apps", len(children))
 	}
 	if err := p.cmd.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
