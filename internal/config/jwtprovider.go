@@ -187,7 +187,7 @@ func (p *JWTProvider) Validate() FieldErrors {
 	if s.JWKSCA != "" {
 		if s.JWKSURI == "" {
 			errs.add("spec.jwksCA", "only allowed with jwksURI")
-		} else if msg := jwtCheckCAPEM(s.JWKSCA); msg != "" {
+		} else if msg := checkCAPEM(s.JWKSCA); msg != "" {
 			errs.add("spec.jwksCA", "%s", msg)
 		}
 	}
@@ -273,8 +273,13 @@ func jwtCheckJWKSURI(s string) string {
 	return ""
 }
 
-// jwtCheckCAPEM checks that s is PEM of one or more CA certificates.
-func jwtCheckCAPEM(s string) string {
+// checkCAPEM checks that s is PEM of one or more CA certificates.
+func checkCAPEM(s string) string { return checkCertificatesPEM(s, true) }
+
+// checkCertificatesPEM checks that s is PEM of one or more certificates,
+// CA certificates only when requireCA (an external service's roots may
+// pin a self-signed server certificate).
+func checkCertificatesPEM(s string, requireCA bool) string {
 	rest := []byte(s)
 	n := 0
 	for {
@@ -290,7 +295,7 @@ func jwtCheckCAPEM(s string) string {
 		if err != nil {
 			return fmt.Sprintf("certificate %d: %v", n+1, err)
 		}
-		if !c.IsCA {
+		if requireCA && !c.IsCA {
 			return fmt.Sprintf("certificate %d (%s) is not a CA certificate", n+1, c.Subject)
 		}
 		n++

@@ -1,8 +1,6 @@
 package config
 
 import (
-	"crypto/x509"
-	"encoding/pem"
 	"fmt"
 	"maps"
 	"math"
@@ -830,7 +828,7 @@ func (e *ExternalService) Validate() FieldErrors {
 			errs.add("spec.tls", "only allowed with a port of protocol %s: TLS origination turns the app's plain HTTP into HTTPS; for TLS the app originates, use protocol %s", ExternalHTTP, ExternalTLS)
 		}
 		if t.CACertificates != "" {
-			if msg := checkCertificatesPEM(t.CACertificates); msg != "" {
+			if msg := checkCertificatesPEM(t.CACertificates, false); msg != "" {
 				errs.add("spec.tls.caCertificates", "%s", msg)
 			}
 		}
@@ -908,33 +906,6 @@ func checkExternalAddress(s string) string {
 	}
 	if msg := checkDNSName(host); msg != "" {
 		return fmt.Sprintf("%q: host %q is neither an IP address nor a DNS name: %s", s, host, msg)
-	}
-	return ""
-}
-
-// checkCertificatesPEM checks that s is PEM of one or more certificates.
-func checkCertificatesPEM(s string) string {
-	rest := []byte(s)
-	n := 0
-	for {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			break
-		}
-		if block.Type != "CERTIFICATE" {
-			return fmt.Sprintf("PEM block %d is a %q, want CERTIFICATE", n+1, block.Type)
-		}
-		if _, err := x509.ParseCertificate(block.Bytes); err != nil {
-			return fmt.Sprintf("certificate %d: %v", n+1, err)
-		}
-		n++
-	}
-	if n == 0 {
-		return "no PEM CERTIFICATE block"
-	}
-	if len(strings.TrimSpace(string(rest))) > 0 {
-		return "content after the last PEM block"
 	}
 	return ""
 }
