@@ -253,7 +253,13 @@ func (e *Engine) authorizeOutbound(rw *recorder, r *http.Request, info *logInfo,
 		Headers: r.Header,
 		Time:    info.start,
 	}
-	dec := dest.index.Decide(&req)
+	return e.decide(rw, info, dest.index, &req)
+}
+
+// decide decides req with ix and records the decision in info; for a
+// denial it answers 403 (opaque) itself and returns false.
+func (e *Engine) decide(rw *recorder, info *logInfo, ix *policy.Index, req *policy.Request) bool {
+	dec := ix.Decide(req)
 	info.setDecision(&dec)
 	if !dec.Allow {
 		e.reject(rw, info, http.StatusForbidden, "forbidden", "")

@@ -531,10 +531,7 @@ func (e *Engine) serveInbound(w http.ResponseWriter, r *http.Request) {
 		SNI:     r.TLS.ServerName,
 		Time:    info.start,
 	}
-	dec := t.inbound.Decide(&req)
-	info.setDecision(&dec)
-	if !dec.Allow {
-		e.reject(rw, info, http.StatusForbidden, "forbidden", "")
+	if !e.decide(rw, info, t.inbound, &req) {
 		return
 	}
 	if e.rateLimited(rw, info, t, peer, r, path, query) {

@@ -358,10 +358,7 @@ func (e *Engine) serveInboundTunnel(rw *recorder, r *http.Request, info *logInfo
 		SNI:    r.TLS.ServerName,
 		Time:   info.start,
 	}
-	dec := t.inbound.Decide(&req)
-	info.setDecision(&dec)
-	if !dec.Allow {
-		e.reject(rw, info, http.StatusForbidden, "forbidden", "")
+	if !e.decide(rw, info, t.inbound, &req) {
 		return
 	}
 	// A tunnel takes a token of the service's rate limit as a request
