@@ -900,8 +900,14 @@ func (x *JWTProvider) GetJwks() []byte {
 }
 
 type ReportRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Denials       []*Denial              `protobuf:"bytes,1,rep,name=denials,proto3" json:"denials,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Denials []*Denial              `protobuf:"bytes,1,rep,name=denials,proto3" json:"denials,omitempty"`
+	// Edges observed since the last report: one entry per kind of request
+	// (direction, source, destination, method, path template).
+	Edges []*Edge `protobuf:"bytes,2,rep,name=edges,proto3" json:"edges,omitempty"`
+	// Failed TLS handshakes and peer authentications on the proxy's
+	// inbound listener since the last report, by remote address and reason.
+	AuthFailures  []*AuthFailure `protobuf:"bytes,3,rep,name=auth_failures,json=authFailures,proto3" json:"auth_failures,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -943,6 +949,268 @@ func (x *ReportRequest) GetDenials() []*Denial {
 	return nil
 }
 
+func (x *ReportRequest) GetEdges() []*Edge {
+	if x != nil {
+		return x.Edges
+	}
+	return nil
+}
+
+func (x *ReportRequest) GetAuthFailures() []*AuthFailure {
+	if x != nil {
+		return x.AuthFailures
+	}
+	return nil
+}
+
+// Edge is one kind of request a proxy handled since its last report:
+// requests with the same direction, source, destination, method and path
+// template are one Edge with counts and a latency histogram.
+type Edge struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "inbound" (reported by the callee's proxy) or "outbound" (by the
+	// caller's own proxy).
+	Direction string `protobuf:"bytes,1,opt,name=direction,proto3" json:"direction,omitempty"`
+	// SPIFFE ID of the caller.
+	Source string `protobuf:"bytes,2,opt,name=source,proto3" json:"source,omitempty"`
+	// Destination service, "namespace/name" (an egress host for egress).
+	Destination string `protobuf:"bytes,3,opt,name=destination,proto3" json:"destination,omitempty"`
+	Method      string `protobuf:"bytes,4,opt,name=method,proto3" json:"method,omitempty"`
+	// Path template: the normalized path with identifier-like segments
+	// (numbers, UUIDs, long hex or random-looking tokens) replaced by "*",
+	// without the query, at most 256 bytes. "" for a TCP tunnel.
+	Path string `protobuf:"bytes,5,opt,name=path,proto3" json:"path,omitempty"`
+	// Requests answered, of them 5xx answers, and of them denied (401/403
+	// by the engine).
+	Requests int64 `protobuf:"varint,6,opt,name=requests,proto3" json:"requests,omitempty"`
+	Errors   int64 `protobuf:"varint,7,opt,name=errors,proto3" json:"errors,omitempty"`
+	Denied   int64 `protobuf:"varint,8,opt,name=denied,proto3" json:"denied,omitempty"`
+	// Requests a dryRun policy would have denied (they were not).
+	DryRunDenied int64 `protobuf:"varint,9,opt,name=dry_run_denied,json=dryRunDenied,proto3" json:"dry_run_denied,omitempty"`
+	// Latency histogram: counts per bucket of LatencyBucketsMS, and one more
+	// for larger values; len = len(LatencyBucketsMS)+1.
+	LatencyBuckets []int64 `protobuf:"varint,10,rep,packed,name=latency_buckets,json=latencyBuckets,proto3" json:"latency_buckets,omitempty"`
+	// Whether the requests came over mTLS with a verified SVID (always true
+	// between sidecars; false for a plain-text egress destination).
+	Mtls              bool  `protobuf:"varint,11,opt,name=mtls,proto3" json:"mtls,omitempty"`
+	FirstSeenUnixNano int64 `protobuf:"varint,12,opt,name=first_seen_unix_nano,json=firstSeenUnixNano,proto3" json:"first_seen_unix_nano,omitempty"`
+	LastSeenUnixNano  int64 `protobuf:"varint,13,opt,name=last_seen_unix_nano,json=lastSeenUnixNano,proto3" json:"last_seen_unix_nano,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *Edge) Reset() {
+	*x = Edge{}
+	mi := &file_bulwark_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Edge) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Edge) ProtoMessage() {}
+
+func (x *Edge) ProtoReflect() protoreflect.Message {
+	mi := &file_bulwark_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Edge.ProtoReflect.Descriptor instead.
+func (*Edge) Descriptor() ([]byte, []int) {
+	return file_bulwark_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *Edge) GetDirection() string {
+	if x != nil {
+		return x.Direction
+	}
+	return ""
+}
+
+func (x *Edge) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *Edge) GetDestination() string {
+	if x != nil {
+		return x.Destination
+	}
+	return ""
+}
+
+func (x *Edge) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *Edge) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *Edge) GetRequests() int64 {
+	if x != nil {
+		return x.Requests
+	}
+	return 0
+}
+
+func (x *Edge) GetErrors() int64 {
+	if x != nil {
+		return x.Errors
+	}
+	return 0
+}
+
+func (x *Edge) GetDenied() int64 {
+	if x != nil {
+		return x.Denied
+	}
+	return 0
+}
+
+func (x *Edge) GetDryRunDenied() int64 {
+	if x != nil {
+		return x.DryRunDenied
+	}
+	return 0
+}
+
+func (x *Edge) GetLatencyBuckets() []int64 {
+	if x != nil {
+		return x.LatencyBuckets
+	}
+	return nil
+}
+
+func (x *Edge) GetMtls() bool {
+	if x != nil {
+		return x.Mtls
+	}
+	return false
+}
+
+func (x *Edge) GetFirstSeenUnixNano() int64 {
+	if x != nil {
+		return x.FirstSeenUnixNano
+	}
+	return 0
+}
+
+func (x *Edge) GetLastSeenUnixNano() int64 {
+	if x != nil {
+		return x.LastSeenUnixNano
+	}
+	return 0
+}
+
+// AuthFailure counts failed authentications of one kind from one remote
+// address: TLS handshakes that failed, peers without a valid SVID, revoked
+// SVIDs, invalid or missing JWTs.
+type AuthFailure struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Remote address, IP only (no port).
+	Address string `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	// SPIFFE ID of the peer when it presented one (revoked, expired), else "".
+	Source string `protobuf:"bytes,2,opt,name=source,proto3" json:"source,omitempty"`
+	// Fixed reason: "tls_handshake", "no_svid", "untrusted_svid", "revoked",
+	// "peer_unverified", "unauthenticated".
+	Reason            string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	Count             int64  `protobuf:"varint,4,opt,name=count,proto3" json:"count,omitempty"`
+	FirstSeenUnixNano int64  `protobuf:"varint,5,opt,name=first_seen_unix_nano,json=firstSeenUnixNano,proto3" json:"first_seen_unix_nano,omitempty"`
+	LastSeenUnixNano  int64  `protobuf:"varint,6,opt,name=last_seen_unix_nano,json=lastSeenUnixNano,proto3" json:"last_seen_unix_nano,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *AuthFailure) Reset() {
+	*x = AuthFailure{}
+	mi := &file_bulwark_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthFailure) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthFailure) ProtoMessage() {}
+
+func (x *AuthFailure) ProtoReflect() protoreflect.Message {
+	mi := &file_bulwark_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthFailure.ProtoReflect.Descriptor instead.
+func (*AuthFailure) Descriptor() ([]byte, []int) {
+	return file_bulwark_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *AuthFailure) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *AuthFailure) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *AuthFailure) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *AuthFailure) GetCount() int64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *AuthFailure) GetFirstSeenUnixNano() int64 {
+	if x != nil {
+		return x.FirstSeenUnixNano
+	}
+	return 0
+}
+
+func (x *AuthFailure) GetLastSeenUnixNano() int64 {
+	if x != nil {
+		return x.LastSeenUnixNano
+	}
+	return 0
+}
+
 type ReportResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -951,7 +1219,7 @@ type ReportResponse struct {
 
 func (x *ReportResponse) Reset() {
 	*x = ReportResponse{}
-	mi := &file_bulwark_proto_msgTypes[14]
+	mi := &file_bulwark_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -963,7 +1231,7 @@ func (x *ReportResponse) String() string {
 func (*ReportResponse) ProtoMessage() {}
 
 func (x *ReportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_proto_msgTypes[14]
+	mi := &file_bulwark_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -976,7 +1244,7 @@ func (x *ReportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportResponse.ProtoReflect.Descriptor instead.
 func (*ReportResponse) Descriptor() ([]byte, []int) {
-	return file_bulwark_proto_rawDescGZIP(), []int{14}
+	return file_bulwark_proto_rawDescGZIP(), []int{16}
 }
 
 // Denial is one kind of denied request seen by a proxy since its last
@@ -1009,7 +1277,7 @@ type Denial struct {
 
 func (x *Denial) Reset() {
 	*x = Denial{}
-	mi := &file_bulwark_proto_msgTypes[15]
+	mi := &file_bulwark_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1021,7 +1289,7 @@ func (x *Denial) String() string {
 func (*Denial) ProtoMessage() {}
 
 func (x *Denial) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_proto_msgTypes[15]
+	mi := &file_bulwark_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1034,7 +1302,7 @@ func (x *Denial) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Denial.ProtoReflect.Descriptor instead.
 func (*Denial) Descriptor() ([]byte, []int) {
-	return file_bulwark_proto_rawDescGZIP(), []int{15}
+	return file_bulwark_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Denial) GetDirection() string {
@@ -1144,7 +1412,7 @@ type Inbound struct {
 
 func (x *Inbound) Reset() {
 	*x = Inbound{}
-	mi := &file_bulwark_proto_msgTypes[16]
+	mi := &file_bulwark_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1156,7 +1424,7 @@ func (x *Inbound) String() string {
 func (*Inbound) ProtoMessage() {}
 
 func (x *Inbound) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_proto_msgTypes[16]
+	mi := &file_bulwark_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1169,7 +1437,7 @@ func (x *Inbound) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Inbound.ProtoReflect.Descriptor instead.
 func (*Inbound) Descriptor() ([]byte, []int) {
-	return file_bulwark_proto_rawDescGZIP(), []int{16}
+	return file_bulwark_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Inbound) GetPolicies() [][]byte {
@@ -1210,7 +1478,7 @@ type PeerIdentity struct {
 
 func (x *PeerIdentity) Reset() {
 	*x = PeerIdentity{}
-	mi := &file_bulwark_proto_msgTypes[17]
+	mi := &file_bulwark_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1222,7 +1490,7 @@ func (x *PeerIdentity) String() string {
 func (*PeerIdentity) ProtoMessage() {}
 
 func (x *PeerIdentity) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_proto_msgTypes[17]
+	mi := &file_bulwark_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1235,7 +1503,7 @@ func (x *PeerIdentity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerIdentity.ProtoReflect.Descriptor instead.
 func (*PeerIdentity) Descriptor() ([]byte, []int) {
-	return file_bulwark_proto_rawDescGZIP(), []int{17}
+	return file_bulwark_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PeerIdentity) GetSpiffeId() string {
@@ -1281,7 +1549,7 @@ type Destination struct {
 
 func (x *Destination) Reset() {
 	*x = Destination{}
-	mi := &file_bulwark_proto_msgTypes[18]
+	mi := &file_bulwark_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1293,7 +1561,7 @@ func (x *Destination) String() string {
 func (*Destination) ProtoMessage() {}
 
 func (x *Destination) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_proto_msgTypes[18]
+	mi := &file_bulwark_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1306,7 +1574,7 @@ func (x *Destination) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Destination.ProtoReflect.Descriptor instead.
 func (*Destination) Descriptor() ([]byte, []int) {
-	return file_bulwark_proto_rawDescGZIP(), []int{18}
+	return file_bulwark_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Destination) GetService() string {
@@ -1378,7 +1646,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_bulwark_proto_msgTypes[19]
+	mi := &file_bulwark_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1390,7 +1658,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_proto_msgTypes[19]
+	mi := &file_bulwark_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1403,7 +1671,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_bulwark_proto_rawDescGZIP(), []int{19}
+	return file_bulwark_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Endpoint) GetAddress() string {
@@ -1512,9 +1780,33 @@ const file_bulwark_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"=\n" +
 	"\vJWTProvider\x12\x1a\n" +
 	"\bresource\x18\x01 \x01(\fR\bresource\x12\x12\n" +
-	"\x04jwks\x18\x02 \x01(\fR\x04jwks\"C\n" +
+	"\x04jwks\x18\x02 \x01(\fR\x04jwks\"\xb5\x01\n" +
 	"\rReportRequest\x122\n" +
-	"\adenials\x18\x01 \x03(\v2\x18.bulwark.v1alpha1.DenialR\adenials\"\x10\n" +
+	"\adenials\x18\x01 \x03(\v2\x18.bulwark.v1alpha1.DenialR\adenials\x12,\n" +
+	"\x05edges\x18\x02 \x03(\v2\x16.bulwark.v1alpha1.EdgeR\x05edges\x12B\n" +
+	"\rauth_failures\x18\x03 \x03(\v2\x1d.bulwark.v1alpha1.AuthFailureR\fauthFailures\"\x99\x03\n" +
+	"\x04Edge\x12\x1c\n" +
+	"\tdirection\x18\x01 \x01(\tR\tdirection\x12\x16\n" +
+	"\x06source\x18\x02 \x01(\tR\x06source\x12 \n" +
+	"\vdestination\x18\x03 \x01(\tR\vdestination\x12\x16\n" +
+	"\x06method\x18\x04 \x01(\tR\x06method\x12\x12\n" +
+	"\x04path\x18\x05 \x01(\tR\x04path\x12\x1a\n" +
+	"\brequests\x18\x06 \x01(\x03R\brequests\x12\x16\n" +
+	"\x06errors\x18\a \x01(\x03R\x06errors\x12\x16\n" +
+	"\x06denied\x18\b \x01(\x03R\x06denied\x12$\n" +
+	"\x0edry_run_denied\x18\t \x01(\x03R\fdryRunDenied\x12'\n" +
+	"\x0flatency_buckets\x18\n" +
+	" \x03(\x03R\x0elatencyBuckets\x12\x12\n" +
+	"\x04mtls\x18\v \x01(\bR\x04mtls\x12/\n" +
+	"\x14first_seen_unix_nano\x18\f \x01(\x03R\x11firstSeenUnixNano\x12-\n" +
+	"\x13last_seen_unix_nano\x18\r \x01(\x03R\x10lastSeenUnixNano\"\xcd\x01\n" +
+	"\vAuthFailure\x12\x18\n" +
+	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x16\n" +
+	"\x06source\x18\x02 \x01(\tR\x06source\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x14\n" +
+	"\x05count\x18\x04 \x01(\x03R\x05count\x12/\n" +
+	"\x14first_seen_unix_nano\x18\x05 \x01(\x03R\x11firstSeenUnixNano\x12-\n" +
+	"\x13last_seen_unix_nano\x18\x06 \x01(\x03R\x10lastSeenUnixNano\"\x10\n" +
 	"\x0eReportResponse\"\xde\x02\n" +
 	"\x06Denial\x12\x1c\n" +
 	"\tdirection\x18\x01 \x01(\tR\tdirection\x12\x16\n" +
@@ -1575,7 +1867,7 @@ func file_bulwark_proto_rawDescGZIP() []byte {
 	return file_bulwark_proto_rawDescData
 }
 
-var file_bulwark_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_bulwark_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_bulwark_proto_goTypes = []any{
 	(*SignJWTSVIDRequest)(nil),  // 0: bulwark.v1alpha1.SignJWTSVIDRequest
 	(*SignJWTSVIDResponse)(nil), // 1: bulwark.v1alpha1.SignJWTSVIDResponse
@@ -1591,14 +1883,16 @@ var file_bulwark_proto_goTypes = []any{
 	(*Snapshot)(nil),            // 11: bulwark.v1alpha1.Snapshot
 	(*JWTProvider)(nil),         // 12: bulwark.v1alpha1.JWTProvider
 	(*ReportRequest)(nil),       // 13: bulwark.v1alpha1.ReportRequest
-	(*ReportResponse)(nil),      // 14: bulwark.v1alpha1.ReportResponse
-	(*Denial)(nil),              // 15: bulwark.v1alpha1.Denial
-	(*Inbound)(nil),             // 16: bulwark.v1alpha1.Inbound
-	(*PeerIdentity)(nil),        // 17: bulwark.v1alpha1.PeerIdentity
-	(*Destination)(nil),         // 18: bulwark.v1alpha1.Destination
-	(*Endpoint)(nil),            // 19: bulwark.v1alpha1.Endpoint
-	nil,                         // 20: bulwark.v1alpha1.Snapshot.LabelsEntry
-	nil,                         // 21: bulwark.v1alpha1.Endpoint.LabelsEntry
+	(*Edge)(nil),                // 14: bulwark.v1alpha1.Edge
+	(*AuthFailure)(nil),         // 15: bulwark.v1alpha1.AuthFailure
+	(*ReportResponse)(nil),      // 16: bulwark.v1alpha1.ReportResponse
+	(*Denial)(nil),              // 17: bulwark.v1alpha1.Denial
+	(*Inbound)(nil),             // 18: bulwark.v1alpha1.Inbound
+	(*PeerIdentity)(nil),        // 19: bulwark.v1alpha1.PeerIdentity
+	(*Destination)(nil),         // 20: bulwark.v1alpha1.Destination
+	(*Endpoint)(nil),            // 21: bulwark.v1alpha1.Endpoint
+	nil,                         // 22: bulwark.v1alpha1.Snapshot.LabelsEntry
+	nil,                         // 23: bulwark.v1alpha1.Endpoint.LabelsEntry
 }
 var file_bulwark_proto_depIdxs = []int32{
 	4,  // 0: bulwark.v1alpha1.AttestResponse.svid:type_name -> bulwark.v1alpha1.X509SVID
@@ -1606,29 +1900,31 @@ var file_bulwark_proto_depIdxs = []int32{
 	9,  // 2: bulwark.v1alpha1.SubscribeRequest.node:type_name -> bulwark.v1alpha1.Node
 	10, // 3: bulwark.v1alpha1.SubscribeRequest.ack:type_name -> bulwark.v1alpha1.Ack
 	8,  // 4: bulwark.v1alpha1.SubscribeRequest.status:type_name -> bulwark.v1alpha1.Status
-	16, // 5: bulwark.v1alpha1.Snapshot.inbound:type_name -> bulwark.v1alpha1.Inbound
-	18, // 6: bulwark.v1alpha1.Snapshot.destinations:type_name -> bulwark.v1alpha1.Destination
+	18, // 5: bulwark.v1alpha1.Snapshot.inbound:type_name -> bulwark.v1alpha1.Inbound
+	20, // 6: bulwark.v1alpha1.Snapshot.destinations:type_name -> bulwark.v1alpha1.Destination
 	12, // 7: bulwark.v1alpha1.Snapshot.jwt_providers:type_name -> bulwark.v1alpha1.JWTProvider
-	20, // 8: bulwark.v1alpha1.Snapshot.labels:type_name -> bulwark.v1alpha1.Snapshot.LabelsEntry
-	15, // 9: bulwark.v1alpha1.ReportRequest.denials:type_name -> bulwark.v1alpha1.Denial
-	17, // 10: bulwark.v1alpha1.Inbound.peers:type_name -> bulwark.v1alpha1.PeerIdentity
-	19, // 11: bulwark.v1alpha1.Destination.endpoints:type_name -> bulwark.v1alpha1.Endpoint
-	21, // 12: bulwark.v1alpha1.Endpoint.labels:type_name -> bulwark.v1alpha1.Endpoint.LabelsEntry
-	2,  // 13: bulwark.v1alpha1.Control.Attest:input_type -> bulwark.v1alpha1.AttestRequest
-	5,  // 14: bulwark.v1alpha1.Control.SignSVID:input_type -> bulwark.v1alpha1.SignSVIDRequest
-	7,  // 15: bulwark.v1alpha1.Control.Subscribe:input_type -> bulwark.v1alpha1.SubscribeRequest
-	0,  // 16: bulwark.v1alpha1.Control.SignJWTSVID:input_type -> bulwark.v1alpha1.SignJWTSVIDRequest
-	13, // 17: bulwark.v1alpha1.Control.Report:input_type -> bulwark.v1alpha1.ReportRequest
-	3,  // 18: bulwark.v1alpha1.Control.Attest:output_type -> bulwark.v1alpha1.AttestResponse
-	6,  // 19: bulwark.v1alpha1.Control.SignSVID:output_type -> bulwark.v1alpha1.SignSVIDResponse
-	11, // 20: bulwark.v1alpha1.Control.Subscribe:output_type -> bulwark.v1alpha1.Snapshot
-	1,  // 21: bulwark.v1alpha1.Control.SignJWTSVID:output_type -> bulwark.v1alpha1.SignJWTSVIDResponse
-	14, // 22: bulwark.v1alpha1.Control.Report:output_type -> bulwark.v1alpha1.ReportResponse
-	18, // [18:23] is the sub-list for method output_type
-	13, // [13:18] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	22, // 8: bulwark.v1alpha1.Snapshot.labels:type_name -> bulwark.v1alpha1.Snapshot.LabelsEntry
+	17, // 9: bulwark.v1alpha1.ReportRequest.denials:type_name -> bulwark.v1alpha1.Denial
+	14, // 10: bulwark.v1alpha1.ReportRequest.edges:type_name -> bulwark.v1alpha1.Edge
+	15, // 11: bulwark.v1alpha1.ReportRequest.auth_failures:type_name -> bulwark.v1alpha1.AuthFailure
+	19, // 12: bulwark.v1alpha1.Inbound.peers:type_name -> bulwark.v1alpha1.PeerIdentity
+	21, // 13: bulwark.v1alpha1.Destination.endpoints:type_name -> bulwark.v1alpha1.Endpoint
+	23, // 14: bulwark.v1alpha1.Endpoint.labels:type_name -> bulwark.v1alpha1.Endpoint.LabelsEntry
+	2,  // 15: bulwark.v1alpha1.Control.Attest:input_type -> bulwark.v1alpha1.AttestRequest
+	5,  // 16: bulwark.v1alpha1.Control.SignSVID:input_type -> bulwark.v1alpha1.SignSVIDRequest
+	7,  // 17: bulwark.v1alpha1.Control.Subscribe:input_type -> bulwark.v1alpha1.SubscribeRequest
+	0,  // 18: bulwark.v1alpha1.Control.SignJWTSVID:input_type -> bulwark.v1alpha1.SignJWTSVIDRequest
+	13, // 19: bulwark.v1alpha1.Control.Report:input_type -> bulwark.v1alpha1.ReportRequest
+	3,  // 20: bulwark.v1alpha1.Control.Attest:output_type -> bulwark.v1alpha1.AttestResponse
+	6,  // 21: bulwark.v1alpha1.Control.SignSVID:output_type -> bulwark.v1alpha1.SignSVIDResponse
+	11, // 22: bulwark.v1alpha1.Control.Subscribe:output_type -> bulwark.v1alpha1.Snapshot
+	1,  // 23: bulwark.v1alpha1.Control.SignJWTSVID:output_type -> bulwark.v1alpha1.SignJWTSVIDResponse
+	16, // 24: bulwark.v1alpha1.Control.Report:output_type -> bulwark.v1alpha1.ReportResponse
+	20, // [20:25] is the sub-list for method output_type
+	15, // [15:20] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_bulwark_proto_init() }
@@ -1647,7 +1943,7 @@ func file_bulwark_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_bulwark_proto_rawDesc), len(file_bulwark_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   22,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -44,6 +44,7 @@ func knownKinds() []kindSpec {
 		{name: KindProxy, readOnly: true, new: func() Object { return new(Proxy) }},
 		{name: KindService, readOnly: true, new: func() Object { return new(Service) }},
 		{name: KindDenial, readOnly: true, new: func() Object { return new(Denial) }},
+		{name: KindEdge, readOnly: true, new: func() Object { return new(Edge) }},
 	}
 }
 

@@ -20,3 +20,11 @@ func NewRegistry() *prometheus.Registry {
 func MetricsHandler(reg *prometheus.Registry) http.Handler {
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
 }
+
+// LatencyBucketsMS returns the upper bounds, in milliseconds, of the
+// latency histograms proxies report per edge (apiv1.Edge.latency_buckets
+// has one more bucket, for larger values) and of the request duration
+// histograms. Both ends of a report must agree on them.
+func LatencyBucketsMS() []float64 {
+	return []float64{0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000}
+}
