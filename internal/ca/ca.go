@@ -101,6 +101,11 @@ type Config struct {
 	// capped at its root's expiry. Default: 1 year
 	// (DefaultIntermediateTTL); at most RootTTL.
 	IntermediateTTL time.Duration
+	// Signed, if set, is told of every signature the workload CA and the
+	// JWT authority attempt: its kind (SignatureX509SVID, ...) and its
+	// error (nil: signed), on the signing goroutine; it must not block.
+	// Default: none.
+	Signed func(kind string, err error)
 }
 
 // withDefaults checks the fields both CAs use and fills in their defaults.
@@ -160,6 +165,8 @@ type CA struct {
 	interTTL time.Duration
 	custody  *custody
 	logger   *slog.Logger
+	// signed is Config.Signed.
+	signed func(kind string, err error)
 
 	cur atomic.Pointer[generation]
 	// mu serializes this process's rotation operations; other control
@@ -213,7 +220,7 @@ func New(ctx context.Context, cfg Config) (*CA, error) {
 	c := &CA{
 		td: td, clock: cfg.Clock, svidTTL: cfg.SVIDTTL, rootTTL: cfg.RootTTL, interTTL: cfg.IntermediateTTL,
 		custody: &custody{store: cfg.Store, keys: cfg.Keys, logger: logger},
-		logger:  logger,
+		logger:  logger, signed: cfg.Signed,
 	}
 	now := cfg.Clock.Now()
 
@@ -261,7 +268,9 @@ func (c *CA) rootSpec(now time.Time) spec {
 			if err != nil {
 				return nil, err
 			}
-			return sign(tmpl, tmpl, signer.Public(), signer)
+			cert, err := sign(tmpl, tmpl, signer.Public(), signer)
+			signed(c.signed, SignatureRoot, err)
+			return cert, err
 		},
 	}
 }
@@ -316,7 +325,9 @@ func (c *CA) newIntermediate(signer crypto.Signer, root *authority, now time.Tim
 	if err != nil {
 		return nil, err
 	}
-	return sign(tmpl, root.cert, signer.Public(), root.signer)
+	cert, err := sign(tmpl, root.cert, signer.Public(), root.signer)
+	signed(c.signed, SignatureIntermediate, err)
+	return cert, err
 }
 
 // checkWorkloadCA checks that cert is a CA of trust domain td: its only URI
@@ -381,6 +392,7 @@ func (c *CA) SignSVID(pub crypto.PublicKey, id spiffeid.ID, ttl time.Duration) (
 	leaf, err := c.signLeaf(g, pub, id, ttl, func(now time.Time, ttl time.Duration) (*x509.Certificate, error) {
 		return svidTemplate(pub, id, now, ttl, g.intermediate.cert)
 	})
+	signed(c.signed, SignatureX509SVID, err)
 	if err != nil {
 		return nil, fmt.Errorf("sign svid %s: %w", id, err)
 	}
@@ -402,6 +414,7 @@ func (c *CA) SignServing(pub crypto.PublicKey, id spiffeid.ID, dnsNames []string
 	leaf, err := c.signLeaf(g, pub, id, ttl, func(now time.Time, ttl time.Duration) (*x509.Certificate, error) {
 		return servingTemplate(pub, id, dnsNames, ips, now, ttl, g.intermediate.cert)
 	})
+	signed(c.signed, SignatureX509SVID, err)
 	if err != nil {
 		return nil, fmt.Errorf("sign serving certificate %s: %w", id, err)
 	}

@@ -57,6 +57,8 @@ type JWTAuthority struct {
 	signer crypto.Signer
 	kid    string
 	jwks   []byte
+	// signed is Config.Signed.
+	signed func(kind string, err error)
 }
 
 // NewJWTAuthority loads the JWT-SVID signing key of cfg's trust domain, or
@@ -69,6 +71,9 @@ func NewJWTAuthority(ctx context.Context, cfg Config) (*JWTAuthority, error) {
 	for range maxStartAttempts {
 		a, err := loadJWTAuthority(ctx, cfg)
 		if !errors.Is(err, store.ErrNotFound) {
+			if a != nil {
+				a.signed = cfg.Signed
+			}
 			return a, err
 		}
 		c := &custody{store: cfg.Store, keys: cfg.Keys, logger: cfg.Logger}
@@ -197,9 +202,10 @@ func (a *JWTAuthority) SignJWTSVID(id spiffeid.ID, audience []string) (string, e
 	if err := hdr.Set(jws.TypeKey, "JWT"); err != nil {
 		return "", fmt.Errorf("sign jwt-svid: %w", err)
 	}
-	signed, err := jwt.Sign(tok, jwt.WithKey(jwa.ES256(), a.signer, jws.WithProtectedHeaders(hdr)))
+	token, err := jwt.Sign(tok, jwt.WithKey(jwa.ES256(), a.signer, jws.WithProtectedHeaders(hdr)))
+	signed(a.signed, SignatureJWTSVID, err)
 	if err != nil {
 		return "", fmt.Errorf("sign jwt-svid: %w", err)
 	}
-	return string(signed), nil
+	return string(token), nil
 }

@@ -238,7 +238,9 @@ func (c *CA) PrepareRoot(ctx context.Context) error {
 			if err != nil {
 				return nil, err
 			}
-			return sign(tmpl, tmpl, signer.Public(), signer)
+			cert, err := sign(tmpl, tmpl, signer.Public(), signer)
+			signed(c.signed, SignatureRoot, err)
+			return cert, err
 		})
 	})
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/bulwarkmesh/bulwark/internal/mtls"
 	"github.com/bulwarkmesh/bulwark/internal/resilience"
+	"github.com/bulwarkmesh/bulwark/internal/telemetry"
 )
 
 // poolKey identifies a peer: an address and the identity it must present.
@@ -55,6 +56,9 @@ type pool struct {
 	closed bool
 	// perRequest dials a connection for every request (benchmarks only).
 	perRequest bool
+	// onHandshake, if set, is told the result of each mTLS handshake
+	// (a value of telemetry.HandshakeResults).
+	onHandshake func(result string)
 }
 
 func newPool(tlsConfig func(spiffeid.ID) *tls.Config, revoked func(*x509.Certificate) bool) *pool {
@@ -190,10 +194,12 @@ func (p *pool) dial(ctx context.Context, key poolKey) (pooledConn, error) {
 	defer cancel()
 	if err := conn.HandshakeContext(hctx); err != nil {
 		raw.Close()
+		p.handshake(telemetry.HandshakeResult(err))
 		return pooledConn{}, &connectError{err: fmt.Errorf("mtls handshake with %s (%s): %w", key.addr, key.id, err)}
 	}
 	state := conn.ConnectionState()
 	if state.NegotiatedProtocol != mtls.ProtoH2 {
+		p.handshake(telemetry.HandshakeProtocol)
 		conn.Close()
 		return pooledConn{}, &connectError{err: fmt.Errorf("peer %s did not negotiate h2 (got %q)", key.addr, state.NegotiatedProtocol)}
 	}
@@ -201,6 +207,7 @@ func (p *pool) dial(ctx context.Context, key poolKey) (pooledConn, error) {
 		conn.Close() // cannot happen: the config requires a verified SVID
 		return pooledConn{}, &connectError{err: fmt.Errorf("peer %s presented no certificate", key.addr)}
 	}
+	p.handshake(telemetry.HandshakeOK)
 	cc, err := p.transport.NewClientConn(conn)
 	if err != nil {
 		conn.Close()
@@ -295,3 +302,10 @@ type connectError struct{ err error }
 
 func (e *connectError) Error() string { return "connect: " + e.err.Error() }
 func (e *connectError) Unwrap() error { return e.err }
+
+// handshake reports the result of a handshake to onHandshake.
+func (p *pool) handshake(result string) {
+	if p.onHandshake != nil {
+		p.onHandshake(result)
+	}
+}

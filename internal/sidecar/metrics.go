@@ -95,3 +95,67 @@ func (c *identityCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.version, prometheus.GaugeValue, float64(c.bundleVersion()))
 	ch <- prometheus.MustNewConstMetric(c.roots, prometheus.GaugeValue, float64(st.BundleRoots))
 }
+
+// Values of the result label of bulwark_snapshot_updates_total.
+const (
+	resultApplied  = "applied"
+	resultRejected = "rejected"
+)
+
+// snapshotMetrics count the snapshots the control plane sends: applied or
+// rejected (NACKed), and when one was last applied. The version in force
+// is read from the engine at scrape time. A nil *snapshotMetrics records
+// nothing.
+type snapshotMetrics struct {
+	applied, rejected prometheus.Counter
+	lastApplied       prometheus.Gauge
+}
+
+// newSnapshotMetrics registers the snapshot metrics on reg; version
+// returns the version of the snapshot in force (0 before the first).
+func newSnapshotMetrics(reg prometheus.Registerer, version func() int64) (*snapshotMetrics, error) {
+	updates := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "bulwark_snapshot_updates_total",
+		Help: "Snapshots received from the control plane, by result: applied (ACKed) or rejected (NACKed; the proxy keeps the one in force).",
+	}, []string{"result"})
+	last := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "bulwark_snapshot_last_applied_timestamp_seconds",
+		Help: "When the proxy last applied a snapshot from the control plane (Unix seconds); 0 before the first.",
+	})
+	inForce := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "bulwark_snapshot_version",
+		Help: "Version of the snapshot in force (0 before the first; a last-known-good snapshot from disk counts).",
+	}, func() float64 { return float64(version()) })
+	for _, c := range []prometheus.Collector{updates, last, inForce} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register metrics: %w", err)
+		}
+	}
+	return &snapshotMetrics{
+		applied: updates.WithLabelValues(resultApplied), rejected: updates.WithLabelValues(resultRejected), lastApplied: last,
+	}, nil
+}
+
+// record counts a snapshot from the control plane applied at now (err
+// nil) or rejected.
+func (m *snapshotMetrics) record(err error, now time.Time) {
+	if m == nil {
+		return
+	}
+	if err != nil {
+		m.rejected.Inc()
+		return
+	}
+	m.applied.Inc()
+	m.lastApplied.Set(float64(now.UnixNano()) / 1e9)
+}
+
+// engineMetrics is where the engine registers its metrics: reg when the
+// proxy serves them (addr, its --metrics, is set), else nowhere, so that
+// the data path skips what nobody can read (the per-service series).
+func engineMetrics(reg prometheus.Registerer, addr string) prometheus.Registerer {
+	if addr == "" {
+		return nil
+	}
+	return reg
+}

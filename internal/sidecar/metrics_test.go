@@ -4,14 +4,19 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
 
+	apiv1 "github.com/bulwarkmesh/bulwark/api/v1alpha1"
+	"github.com/bulwarkmesh/bulwark/internal/clock"
 	"github.com/bulwarkmesh/bulwark/internal/sidecar"
 	"github.com/bulwarkmesh/bulwark/internal/svid"
+	"github.com/bulwarkmesh/bulwark/internal/telemetry"
 )
 
 // scrape serves /metrics for status and returns the lines of the proxy's
@@ -135,5 +140,80 @@ func TestMetricsOnlyServesMetrics(t *testing.T) {
 				t.Errorf("%s %s: got %d, want %d", tt.method, tt.path, rec.Code, tt.want)
 			}
 		})
+	}
+}
+
+// TestSnapshotMetrics: the version in force, and each snapshot from the
+// control plane counted as applied or rejected, with when the last was
+// applied.
+func TestSnapshotMetrics(t *testing.T) {
+	c := newCA(t)
+	n := newProxyNode(t, c)
+	sub := sidecar.NewSubscriber(n.mgr, n.engine, apiSvc, "", telemetry.Discard())
+	reg := prometheus.NewRegistry()
+	fake := clock.NewFake(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
+	if err := sub.CountSnapshots(reg, fake); err != nil {
+		t.Fatal(err)
+	}
+	gather := func() []string {
+		t.Helper()
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, mf := range mfs {
+			for _, m := range mf.GetMetric() {
+				name := mf.GetName()
+				for _, lp := range m.GetLabel() {
+					name += "{" + lp.GetName() + "=" + strconv.Quote(lp.GetValue()) + "}"
+				}
+				v := m.GetGauge().GetValue()
+				if c := m.GetCounter(); c != nil {
+					v = c.GetValue()
+				}
+				out = append(out, name+" "+strconv.FormatFloat(v, 'f', -1, 64))
+			}
+		}
+		return out
+	}
+	before := []string{
+		"bulwark_snapshot_last_applied_timestamp_seconds 0",
+		`bulwark_snapshot_updates_total{result="applied"} 0`,
+		`bulwark_snapshot_updates_total{result="rejected"} 0`,
+		"bulwark_snapshot_version 0",
+	}
+	if diff := cmp.Diff(before, gather()); diff != "" {
+		t.Errorf("before the first snapshot (-want +got):\n%s", diff)
+	}
+	good := &apiv1.Snapshot{Version: 7, BundleVersion: 1, TrustBundle: derOf(c.Roots())}
+	if err := sub.Apply(good); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	fake.Advance(time.Minute)
+	bad := &apiv1.Snapshot{Version: 8, BundleVersion: 1, TrustBundle: [][]byte{[]byte("not a certificate")}}
+	if err := sub.Apply(bad); err == nil {
+		t.Fatal("Apply(bad): got nil, want an error")
+	}
+	want := []string{
+		"bulwark_snapshot_last_applied_timestamp_seconds 1772366400",
+		`bulwark_snapshot_updates_total{result="applied"} 1`,
+		`bulwark_snapshot_updates_total{result="rejected"} 1`,
+		"bulwark_snapshot_version 7",
+	}
+	if diff := cmp.Diff(want, gather()); diff != "" {
+		t.Errorf("after one applied and one rejected (-want +got):\n%s", diff)
+	}
+}
+
+// TestEngineMetricsOffWithoutFlag: without --metrics the engine gets no
+// registry (its per-request series are skipped), with it the proxy's.
+func TestEngineMetricsOffWithoutFlag(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	if got := sidecar.EngineMetrics(reg, ""); got != nil {
+		t.Errorf("without --metrics: got %v, want nil", got)
+	}
+	if got := sidecar.EngineMetrics(reg, "127.0.0.1:0"); got != prometheus.Registerer(reg) {
+		t.Errorf("with --metrics: got %v, want the proxy's registry", got)
 	}
 }

@@ -76,6 +76,10 @@ type subscriber struct {
 	left bool
 	// sessionDone is closed when the current session ends.
 	sessionDone chan struct{}
+
+	// snapshots counts the snapshots applied and rejected; nil: not
+	// counted.
+	snapshots *snapshotMetrics
 }
 
 // errPermanent marks a stream failure that reconnecting cannot fix.
@@ -318,7 +322,9 @@ func (s *subscriber) streamErr(ctx, sctx context.Context, err error) error {
 // apply installs a snapshot from the control plane (see install), then
 // keeps it on disk.
 func (s *subscriber) apply(snap *apiv1.Snapshot) error {
-	if err := s.install(snap, false); err != nil {
+	err := s.install(snap, false)
+	s.snapshots.record(err, s.clock.Now())
+	if err != nil {
 		return err
 	}
 	s.mu.Lock()
