@@ -112,6 +112,7 @@ func (e *Engine) forward(rw *recorder, r *http.Request, info *logInfo, svc ident
 	// gone before routing looks at headers.
 	stripIdentityHeaders(r.Header)
 	r.Header.Del("Proxy-Authorization")
+	e.injectTrace(info, r.Header)
 
 	// Routing.
 	tp := dest.traffic

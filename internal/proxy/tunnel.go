@@ -472,6 +472,7 @@ func (e *Engine) openTCP(ctx context.Context, info *logInfo, svc string, port in
 		return fail(http.StatusBadGateway, err.Error())
 	}
 	out.Host, out.URL.Host, out.ContentLength = authority, authority, -1
+	e.injectTrace(info, out.Header)
 	resp, err := e.pool.roundTrip(out, poolKey{addr: ep.addr, id: ep.id}, nil, 0)
 	if err != nil {
 		pw.CloseWithError(err)
