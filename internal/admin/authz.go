@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/bulwarkmesh/bulwark/internal/audit"
 	"github.com/bulwarkmesh/bulwark/internal/config"
 	"github.com/bulwarkmesh/bulwark/internal/rbac"
 	"github.com/bulwarkmesh/bulwark/internal/resource"
@@ -180,6 +181,11 @@ func (s *Server) audit(ctx context.Context, op, verb, kind, namespace string, al
 	if !allowed {
 		s.logger.WarnContext(ctx, "admin request denied", telemetry.KeyOperator, op, telemetry.KeyVerb, verb,
 			telemetry.KeyKind, kind, telemetry.KeyNamespace, ns)
+		where := "in namespace " + ns
+		if namespace == rbac.MeshWide {
+			where = "mesh-wide"
+		}
+		s.failure(ctx, audit.FailureForbidden, "", op, "may not "+verb+" "+kind+" "+where)
 		return
 	}
 	s.logger.DebugContext(ctx, "admin request authorized", telemetry.KeyOperator, op, telemetry.KeyVerb, verb,

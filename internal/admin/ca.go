@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/bulwarkmesh/bulwark/internal/audit"
 	"github.com/bulwarkmesh/bulwark/internal/config"
 	"github.com/bulwarkmesh/bulwark/internal/identity"
 	"github.com/bulwarkmesh/bulwark/internal/rbac"
@@ -125,7 +126,17 @@ func (s *Server) caRotate(w http.ResponseWriter, r *http.Request, op string) err
 	if (req.RootCert == "") != (req.RootKey == "") || (req.RootCert != "" && req.Target != "root") {
 		return badRequest("rootCert and rootKey: give both, and only with target root")
 	}
-	if err := s.cfg.CA.Rotate(r.Context(), req); err != nil {
+	entry := audit.Entry{Action: audit.ActionCARotate, Kind: config.KindCA, Name: req.Target, Detail: "rotate " + req.Target}
+	if req.RootCert != "" {
+		// The certificate is public; its digest names the imported root.
+		entry.Action, entry.After, entry.Detail = audit.ActionCARootImport, audit.Digest([]byte(req.RootCert)), "rotate to the operator's own root"
+	}
+	if err := s.record(r.Context(), entry); err != nil {
+		return err
+	}
+	err := s.cfg.CA.Rotate(r.Context(), req)
+	s.recordOutcome(r.Context(), entry, err)
+	if err != nil {
 		switch {
 		case errors.Is(err, ErrConflict):
 			return &apiError{status: http.StatusConflict, msg: err.Error()}
@@ -165,7 +176,16 @@ func (s *Server) revoke(w http.ResponseWriter, r *http.Request, op string) error
 			return badRequest(fmt.Sprintf("instance: %v", err))
 		}
 	}
+	entry := audit.Entry{Action: audit.ActionProxyRevoke, Kind: config.KindProxy, Namespace: svc.Namespace,
+		Name: svc.Name + instanceSuffix(req.Instance)}
+	if err := s.record(r.Context(), entry); err != nil {
+		return err
+	}
 	out, err := s.cfg.Registry.Revoke(r.Context(), svc, req.Instance, op)
+	if err == nil {
+		entry.Detail = fmt.Sprintf("%d proxies", len(out.Proxies))
+	}
+	s.recordOutcome(r.Context(), entry, err)
 	if errors.Is(err, registry.ErrNoSuchProxy) {
 		return notFound(fmt.Sprintf("no proxy of %s%s", svc, instanceSuffix(req.Instance)))
 	}

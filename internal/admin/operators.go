@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/bulwarkmesh/bulwark/internal/audit"
 	"github.com/bulwarkmesh/bulwark/internal/ca"
 	"github.com/bulwarkmesh/bulwark/internal/config"
 	"github.com/bulwarkmesh/bulwark/internal/rbac"
@@ -99,7 +100,15 @@ func (s *Server) createOperator(w http.ResponseWriter, r *http.Request, op strin
 	if err != nil {
 		return badRequest("csr: " + err.Error())
 	}
+	entry := audit.Entry{Action: audit.ActionOperator, Kind: config.KindOperator, Name: req.Name, Detail: "ttl " + ttl.String()}
+	if err := s.record(r.Context(), entry); err != nil {
+		return err
+	}
 	cert, err := s.cfg.Operators.SignClient(pub, req.Name, ttl)
+	if err == nil {
+		entry.Detail += ", serial " + cert.SerialNumber.Text(16)
+	}
+	s.recordOutcome(r.Context(), entry, err)
 	if errors.Is(err, ca.ErrUnsupportedKey) {
 		return badRequest("csr: " + err.Error())
 	}

@@ -61,13 +61,13 @@ func RBACKinds() []string {
 			out = append(out, k.name)
 		}
 	}
-	return append(out, KindJoinToken, KindCA, KindOperator)
+	return append(out, KindJoinToken, KindCA, KindOperator, KindAuditLog)
 }
 
 // IsMeshWideKind reports whether rights on kind exist only mesh-wide (CA,
-// Operator): a Role outside RootNamespace cannot grant them.
+// Operator, AuditLog): a Role outside RootNamespace cannot grant them.
 func IsMeshWideKind(kind string) bool {
-	return kind == KindCA || kind == KindOperator
+	return kind == KindCA || kind == KindOperator || kind == KindAuditLog
 }
 
 // IsApplicable reports whether kind is a resource that an operator applies

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/bulwarkmesh/bulwark/internal/audit"
 	"github.com/bulwarkmesh/bulwark/internal/clock"
 	"github.com/bulwarkmesh/bulwark/internal/config"
 	"github.com/bulwarkmesh/bulwark/internal/store"
@@ -65,6 +66,37 @@ type Result struct {
 type Store struct {
 	store store.Store
 	clock clock.Clock
+	// audit, when set, commits every write with its audit entries.
+	audit Auditor
+}
+
+// Auditor commits a write together with its audit entries in one store
+// transaction; *audit.Log is one. It returns store.ErrConflict when a
+// comparison failed (the caller plans again).
+type Auditor interface {
+	Txn(ctx context.Context, cmps []store.Cmp, ops []store.Op, entries ...audit.Entry) (int64, error)
+}
+
+var _ Auditor = (*audit.Log)(nil)
+
+// WithAudit returns a Store over the same store whose Apply and Delete
+// write an audit entry per changed resource (actor and source from
+// audit.RequesterFrom(ctx)) in the same transaction as the change: the
+// change and its audit trail commit together or not at all. A failure of
+// the audit log fails the write with an error wrapping
+// audit.ErrUnavailable, and nothing is changed.
+func (s *Store) WithAudit(a Auditor) *Store {
+	c := *s
+	c.audit = a
+	return &c
+}
+
+// txn commits cmps and ops, with entries when the Store is audited.
+func (s *Store) txn(ctx context.Context, cmps []store.Cmp, ops []store.Op, entries []audit.Entry) (int64, error) {
+	if s.audit == nil {
+		return s.store.Txn(ctx, cmps, ops)
+	}
+	return s.audit.Txn(ctx, cmps, ops, entries...)
 }
 
 // New returns a resource Store over s.
@@ -88,14 +120,14 @@ func (s *Store) Apply(ctx context.Context, objs []config.Object) ([]Result, erro
 		seen[k] = true
 	}
 	for attempt := 0; ; attempt++ {
-		results, cmps, ops, err := s.plan(ctx, objs)
+		results, cmps, ops, entries, err := s.plan(ctx, objs)
 		if err != nil {
 			return nil, err
 		}
 		if len(ops) == 0 {
 			return results, nil
 		}
-		_, err = s.store.Txn(ctx, cmps, ops)
+		_, err = s.txn(ctx, cmps, ops, entries)
 		if errors.Is(err, store.ErrConflict) && attempt < maxApplyRetries {
 			continue
 		}
@@ -107,13 +139,15 @@ func (s *Store) Apply(ctx context.Context, objs []config.Object) ([]Result, erro
 }
 
 // plan reads the current version of every object and returns the writes
-// that apply them, guarded by the revisions read.
-func (s *Store) plan(ctx context.Context, objs []config.Object) ([]Result, []store.Cmp, []store.Op, error) {
+// that apply them, guarded by the revisions read, and their audit entries.
+func (s *Store) plan(ctx context.Context, objs []config.Object) ([]Result, []store.Cmp, []store.Op, []audit.Entry, error) {
 	now := s.clock.Now().UTC().Format(time.RFC3339)
+	req := audit.RequesterFrom(ctx)
 	var (
 		results = make([]Result, 0, len(objs))
 		cmps    []store.Cmp
 		ops     []store.Op
+		entries []audit.Entry
 	)
 	for _, o := range objs {
 		k := key(o)
@@ -126,11 +160,11 @@ func (s *Store) plan(ctx context.Context, objs []config.Object) ([]Result, []sto
 			res.Outcome = Created
 			cmps = append(cmps, store.Cmp{Key: k})
 		case err != nil:
-			return nil, nil, nil, fmt.Errorf("apply: read %s: %w", k, err)
+			return nil, nil, nil, nil, fmt.Errorf("apply: read %s: %w", k, err)
 		default:
 			old, err := config.DecodeObject(cur.Value)
 			if err != nil {
-				return nil, nil, nil, fmt.Errorf("apply: stored %s is unreadable: %w", k, err)
+				return nil, nil, nil, nil, fmt.Errorf("apply: stored %s is unreadable: %w", k, err)
 			}
 			if ts := old.GetMetadata().CreationTimestamp; ts != "" {
 				created = ts
@@ -140,16 +174,19 @@ func (s *Store) plan(ctx context.Context, objs []config.Object) ([]Result, []sto
 		}
 		doc, err := storedForm(o, created)
 		if err != nil {
-			return nil, nil, nil, err
+			return nil, nil, nil, nil, err
 		}
 		if res.Outcome == Configured && bytes.Equal(doc, cur.Value) {
 			res.Outcome = Unchanged
 		} else {
 			ops = append(ops, store.Op{Key: k, Value: doc})
+			entries = append(entries, audit.Entry{Actor: req.Actor, Source: req.Source, Action: audit.ActionApply,
+				Kind: res.Kind, Namespace: res.Namespace, Name: res.Name, Before: audit.Digest(cur.Value),
+				After: audit.Digest(doc), Outcome: string(res.Outcome)})
 		}
 		results = append(results, res)
 	}
-	return results, cmps, ops, nil
+	return results, cmps, ops, entries, nil
 }
 
 // storedForm is the document as kept in the store: the object without
@@ -166,11 +203,13 @@ func storedForm(o config.Object, created string) ([]byte, error) {
 // Delete removes resources in one transaction: every one that exists is
 // deleted, and the result says which did not exist.
 func (s *Store) Delete(ctx context.Context, refs []Result) ([]Result, error) {
+	req := audit.RequesterFrom(ctx)
 	for attempt := 0; ; attempt++ {
 		var (
-			cmps []store.Cmp
-			ops  []store.Op
-			out  = make([]Result, len(refs))
+			cmps    []store.Cmp
+			ops     []store.Op
+			entries []audit.Entry
+			out     = make([]Result, len(refs))
 		)
 		for i, r := range refs {
 			out[i] = r
@@ -187,11 +226,13 @@ func (s *Store) Delete(ctx context.Context, refs []Result) ([]Result, error) {
 			out[i].Outcome = Deleted
 			cmps = append(cmps, store.Cmp{Key: k, ModRevision: cur.ModRevision})
 			ops = append(ops, store.Op{Key: k, Delete: true})
+			entries = append(entries, audit.Entry{Actor: req.Actor, Source: req.Source, Action: audit.ActionDelete,
+				Kind: r.Kind, Namespace: r.Namespace, Name: r.Name, Before: audit.Digest(cur.Value), Outcome: string(Deleted)})
 		}
 		if len(ops) == 0 {
 			return out, nil
 		}
-		_, err := s.store.Txn(ctx, cmps, ops)
+		_, err := s.txn(ctx, cmps, ops, entries)
 		if errors.Is(err, store.ErrConflict) && attempt < maxApplyRetries {
 			continue
 		}

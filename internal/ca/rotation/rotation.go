@@ -71,6 +71,12 @@ type Config struct {
 	Logger *slog.Logger
 	// Interval between checks; default DefaultInterval.
 	Interval time.Duration
+	// Audit, if set, is called before every step the Manager takes by
+	// itself (action "ca.root.prepare", "ca.root.activate",
+	// "ca.root.retire" or "ca.intermediate.renew", and a detail); when it
+	// fails the step is not taken and is tried again at the next check, so
+	// no CA change goes unrecorded.
+	Audit func(ctx context.Context, action, detail string) error
 }
 
 // Manager moves rotations forward.
@@ -81,6 +87,7 @@ type Manager struct {
 	logger   *slog.Logger
 	interval time.Duration
 	nudge    chan struct{}
+	audit    func(ctx context.Context, action, detail string) error
 
 	lastWait string
 }
@@ -96,7 +103,7 @@ func New(cfg Config) (*Manager, error) {
 	return &Manager{
 		ca: cfg.CA, fleet: cfg.Fleet, clock: clock.OrReal(cfg.Clock),
 		logger:   telemetry.OrDiscard(cfg.Logger).With(telemetry.KeyComponent, "ca-rotation"),
-		interval: cfg.Interval, nudge: make(chan struct{}, 1),
+		interval: cfg.Interval, nudge: make(chan struct{}, 1), audit: cfg.Audit,
 	}, nil
 }
 
@@ -161,10 +168,16 @@ func (m *Manager) Step(ctx context.Context) error {
 		m.lastWait = ""
 		if m.ca.RootDue() {
 			m.logger.Info("workload root nears expiry, starting a root rotation", telemetry.KeyExpiry, r.SigningRoot.NotAfter)
+			if err := m.record(ctx, "ca.root.prepare", "root nears expiry"); err != nil {
+				return err
+			}
 			return m.ca.PrepareRoot(ctx)
 		}
 		if m.ca.IntermediateDue() {
 			m.logger.Info("intermediate nears expiry, rotating it", telemetry.KeyExpiry, r.Intermediate.NotAfter)
+			if err := m.record(ctx, "ca.intermediate.renew", "intermediate nears expiry"); err != nil {
+				return err
+			}
 			return m.ca.RotateIntermediate(ctx)
 		}
 		return nil
@@ -176,6 +189,9 @@ func (m *Manager) Step(ctx context.Context) error {
 		if len(st.Waiting) > 0 {
 			m.waiting(fmt.Sprintf("%d proxies have not ACKed bundle version %d", len(st.Waiting), r.BundleVersion), st.Waiting)
 			return nil
+		}
+		if err := m.record(ctx, "ca.root.activate", fmt.Sprintf("every proxy ACKed bundle version %d", r.BundleVersion)); err != nil {
+			return err
 		}
 		return m.ca.ActivateRoot(ctx)
 	case ca.PhaseActivated:
@@ -195,9 +211,23 @@ func (m *Manager) Step(ctx context.Context) error {
 			m.logger.Warn("retiring the old root although proxies report old-chain svids; they cannot be valid any more",
 				telemetry.KeyCount, len(st.Waiting), telemetry.KeyDetail, preview(st.Waiting))
 		}
+		if err := m.record(ctx, "ca.root.retire", fmt.Sprintf("%d proxies still on the old chain", len(st.Waiting))); err != nil {
+			return err
+		}
 		return m.ca.RetireRoot(ctx)
 	}
 	return fmt.Errorf("unknown rotation phase %q", r.Phase)
+}
+
+// record calls the Audit hook, if any, before a step.
+func (m *Manager) record(ctx context.Context, action, detail string) error {
+	if m.audit == nil {
+		return nil
+	}
+	if err := m.audit(ctx, action, detail); err != nil {
+		return fmt.Errorf("audit %s: %w", action, err)
+	}
+	return nil
 }
 
 // waiting logs what the rotation waits for, once per change.
