@@ -293,7 +293,7 @@ func checkReport(ctx context.Context, req *apiv1.ReportRequest, reporter spiffei
 			}
 		}
 	}
-	return nil
+	return checkGraph(ctx, req, reporter, now, served, serves)
 }
 
 // errReportServes wraps a registry failure during checkReport, which is not

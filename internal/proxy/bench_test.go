@@ -10,6 +10,7 @@ import (
 	"time"
 
 	apiv1 "github.com/bulwarkmesh/bulwark/api/v1alpha1"
+	"github.com/bulwarkmesh/bulwark/internal/graph"
 	"github.com/bulwarkmesh/bulwark/internal/identity"
 	"github.com/bulwarkmesh/bulwark/internal/proxy"
 )
@@ -127,7 +128,9 @@ spec:
 func benchNode(b *testing.B, a *authority, svc identity.ServiceRef, appAddr string) *node {
 	b.Helper()
 	n := &node{svc: svc, src: a.svid(b, workloadID(b, svc.Namespace, svc.Name)), log: newLogBuffer()}
-	e, err := proxy.New(proxy.Config{Service: svc, App: appAddr, SVID: n.src, Bundle: n.src})
+	// Every request goes to the service graph, as in the sidecar.
+	rec := graph.NewRecorder(graph.RecorderConfig{})
+	e, err := proxy.New(proxy.Config{Service: svc, App: appAddr, SVID: n.src, Bundle: n.src, OnRequest: rec.Record})
 	if err != nil {
 		b.Fatal(err)
 	}

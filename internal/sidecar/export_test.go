@@ -11,6 +11,7 @@ import (
 
 	apiv1 "github.com/bulwarkmesh/bulwark/api/v1alpha1"
 	"github.com/bulwarkmesh/bulwark/internal/clock"
+	"github.com/bulwarkmesh/bulwark/internal/graph"
 	"github.com/bulwarkmesh/bulwark/internal/identity"
 	"github.com/bulwarkmesh/bulwark/internal/proxy"
 	"github.com/bulwarkmesh/bulwark/internal/svid"
@@ -72,6 +73,13 @@ func NewReporter(send, sendFinal func(context.Context, *apiv1.ReportRequest) err
 // Record records a denial, as the engine's OnDeny.
 func (r *Reporter) Record(d proxy.Denial) { r.r.record(d) }
 
+// Observe records a request, as the engine's OnRequest.
+func (r *Reporter) Observe(o graph.Observation) { r.r.observe(o) }
+
+// AuthFailure records a failed authentication, as the engine's
+// OnAuthFailure.
+func (r *Reporter) AuthFailure(addr, source, reason string) { r.r.authFailure(addr, source, reason) }
+
 // Run runs the reporter.
 func (r *Reporter) Run(ctx context.Context) error { return r.r.run(ctx) }
 
@@ -80,8 +88,10 @@ func (r *Reporter) Flush(ctx context.Context) { r.r.flush(ctx, r.r.send) }
 
 // Report constants under test.
 const (
-	ReportEvery = reportEvery
-	ReportBatch = reportBatch
+	ReportEvery      = reportEvery
+	ReportEarly      = reportEarly
+	ReportBatch      = reportBatch
+	ReportBatchBytes = reportBatchBytes
 )
 
 // ErrNotConnected is errNotConnected.

@@ -6,28 +6,40 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	apiv1 "github.com/bulwarkmesh/bulwark/api/v1alpha1"
 	"github.com/bulwarkmesh/bulwark/internal/clock"
+	"github.com/bulwarkmesh/bulwark/internal/graph"
 	"github.com/bulwarkmesh/bulwark/internal/proxy"
 	"github.com/bulwarkmesh/bulwark/internal/telemetry"
 )
 
 // Defaults of the reporter.
 const (
-	// reportEvery is how often denials are reported.
+	// reportEvery is how often denials, edges and authentication failures
+	// are reported.
 	reportEvery = 10 * time.Second
+	// reportEarly is how long after the first denial of a burst the
+	// reporter reports early, and so the least time between two early
+	// reports: an attack reaches the control plane's alerts within
+	// seconds, and a long one costs one report per second.
+	reportEarly = time.Second
 	// reportMaxKinds bounds the kinds of denial held between reports
-	// (failed reports included).
+	// (failed reports included); graph.Recorder bounds edges the same way.
 	reportMaxKinds = 1000
-	// reportBatch is the most entries one Report call carries (the control
-	// plane takes at most 500, and 256 KiB per message).
-	reportBatch = 200
+	// reportBatch is the most entries (denials, edges and authentication
+	// failures together) one Report call carries (the control plane takes
+	// at most 500 of each), and reportBatchBytes the most bytes of them
+	// (it takes at most 256 KiB per message).
+	reportBatch      = 200
+	reportBatchBytes = 192 << 10
 	// reportTimeout bounds one Report call.
 	reportTimeout = 5 * time.Second
 	// reportFinalTimeout bounds the report sent at shutdown.
@@ -43,15 +55,23 @@ type denialCount struct {
 	first, last time.Time
 }
 
-// reporter aggregates the engine's denials by kind (every field of
-// proxy.Denial) and reports them to the control plane every interval with
-// the Report RPC, on the connection of the current Subscribe stream. It
-// never blocks the data path: record takes a short lock, and at most
-// maxKinds kinds are held; the denials of further kinds are counted as
-// dropped and logged. A report that fails for want of a connection is
-// merged back and sent with the next one (within the same bound); one the
-// control plane refuses is dropped. On shutdown it sends what it holds,
-// best effort, on a connection of its own.
+// reporter aggregates what the engine observes and reports it to the
+// control plane with the Report RPC, on the connection of the current
+// Subscribe stream: denials by kind (every field of proxy.Denial), every
+// answered request as an edge of the service graph, and failed
+// authentications on the inbound listener (both in a graph.Recorder). It
+// reports every interval, and early after a denial: at most reportEarly
+// after the first denial of a burst, and then at most once per
+// reportEarly, so that the control plane's denial-spike alert sees an
+// attack within seconds.
+//
+// It never blocks the data path: recording takes a short lock, and what
+// it holds is bounded (maxKinds kinds of denial, graph.Recorder's bounds);
+// what does not fit is counted as dropped, and for denials logged. A
+// report that fails for want of a connection is merged back and sent with
+// the next one (within the same bounds); one the control plane refuses is
+// dropped. On shutdown it sends what it holds, best effort, on a
+// connection of its own.
 type reporter struct {
 	// send reports on the current stream's connection (errNotConnected
 	// without one); sendFinal on a new connection, at shutdown.
@@ -60,10 +80,16 @@ type reporter struct {
 	logger          *slog.Logger
 	every           time.Duration
 	maxKinds        int
+	// graph aggregates the edges and authentication failures.
+	graph *graph.Recorder
+	// kick wakes run for an early report after a denial.
+	kick chan struct{}
 	// reports counts Report calls by result; dropped counts denials that
-	// were never reported.
-	reports *prometheus.CounterVec
-	dropped prometheus.Counter
+	// were never reported; refusedEdges and refusedAuth what refused
+	// reports carried of edges (requests) and authentication failures.
+	reports                   *prometheus.CounterVec
+	dropped                   prometheus.Counter
+	refusedEdges, refusedAuth atomic.Int64
 
 	mu      sync.Mutex
 	pending map[proxy.Denial]*denialCount
@@ -79,12 +105,15 @@ const (
 )
 
 func newReporter(send, sendFinal func(context.Context, *apiv1.ReportRequest) error, c clock.Clock, logger *slog.Logger, reg prometheus.Registerer) (*reporter, error) {
+	c = clock.OrReal(c)
 	r := &reporter{
 		send: send, sendFinal: sendFinal, clock: c, logger: logger, every: reportEvery, maxKinds: reportMaxKinds,
+		graph:   graph.NewRecorder(graph.RecorderConfig{Clock: c}),
+		kick:    make(chan struct{}, 1),
 		pending: map[proxy.Denial]*denialCount{},
 		reports: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bulwark_denial_reports_total",
-			Help: "Denial reports sent to the control plane, by result (ok, error: kept for the next report, refused: dropped).",
+			Help: "Reports of denials, edges and authentication failures sent to the control plane, by result (ok, error: kept for the next report, refused: dropped).",
 		}, []string{"result"}),
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "bulwark_denials_dropped_total",
@@ -94,8 +123,20 @@ func newReporter(send, sendFinal func(context.Context, *apiv1.ReportRequest) err
 	for _, res := range []string{reportOK, reportFailed, reportRefused} {
 		r.reports.WithLabelValues(res)
 	}
+	edgesDropped := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "bulwark_edges_dropped_total",
+		Help: "Requests never reported in the service graph: too many kinds of request between reports, or a refused report.",
+	}, func() float64 { return float64(r.graph.Dropped() + r.refusedEdges.Load()) })
+	edgesFolded := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "bulwark_edges_folded_total",
+		Help: "Requests reported in a folded edge (path /**) because 1000 kinds of request were held between reports.",
+	}, func() float64 { return float64(r.graph.Folded()) })
+	authDropped := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "bulwark_auth_failures_dropped_total",
+		Help: "Failed authentications on the inbound listener never reported: too many kinds between reports, or a refused report.",
+	}, func() float64 { return float64(r.graph.DroppedAuthFailures() + r.refusedAuth.Load()) })
 	if reg != nil {
-		for _, c := range []prometheus.Collector{r.reports, r.dropped} {
+		for _, c := range []prometheus.Collector{r.reports, r.dropped, edgesDropped, edgesFolded, authDropped} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("register metrics: %w", err)
 			}
@@ -104,12 +145,27 @@ func newReporter(send, sendFinal func(context.Context, *apiv1.ReportRequest) err
 	return r, nil
 }
 
-// record counts one denial; it is the engine's OnDeny.
+// record counts one denial and asks for an early report; it is the
+// engine's OnDeny.
 func (r *reporter) record(d proxy.Denial) {
 	now := r.clock.Now()
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	r.mergeLocked(d, denialCount{count: 1, first: now, last: now})
+	r.mu.Unlock()
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+// observe counts one answered request in the service graph; it is the
+// engine's OnRequest.
+func (r *reporter) observe(o graph.Observation) { r.graph.Record(o) }
+
+// authFailure counts one failed authentication on the inbound listener;
+// it is the engine's OnAuthFailure.
+func (r *reporter) authFailure(addr, source, reason string) {
+	r.graph.RecordAuthFailure(addr, source, reason)
 }
 
 // mergeLocked adds c to the kind d, unless the bound is reached. r.mu is
@@ -135,8 +191,9 @@ func (r *reporter) mergeLocked(d proxy.Denial, c denialCount) {
 	}
 }
 
-// take empties the pending denials and returns them as Report batches.
-func (r *reporter) take() [][]*apiv1.Denial {
+// take empties what is pending and returns it as Report requests, each
+// within reportBatch entries and reportBatchBytes bytes.
+func (r *reporter) take() []*apiv1.ReportRequest {
 	r.mu.Lock()
 	pending := r.pending
 	r.pending = make(map[proxy.Denial]*denialCount, len(pending))
@@ -146,79 +203,129 @@ func (r *reporter) take() [][]*apiv1.Denial {
 	if lost > 0 {
 		r.logger.Warn("denials not reported: too many kinds between reports", telemetry.KeyCount, lost)
 	}
+	edges, auth := r.graph.Take()
+
 	var (
-		batches [][]*apiv1.Denial
-		cur     []*apiv1.Denial
+		out       []*apiv1.ReportRequest
+		cur       = &apiv1.ReportRequest{}
+		n, nbytes int
 	)
+	// room starts a new request when the current one cannot take an entry
+	// of size bytes more.
+	room := func(size int) {
+		if n > 0 && (n >= reportBatch || nbytes+size > reportBatchBytes) {
+			out = append(out, cur)
+			cur, n, nbytes = &apiv1.ReportRequest{}, 0, 0
+		}
+		n++
+		nbytes += size
+	}
 	for d, c := range pending {
-		cur = append(cur, &apiv1.Denial{
+		e := &apiv1.Denial{
 			Direction: d.Direction, Source: d.Source, Destination: d.Destination, Method: d.Method, Path: d.Path,
 			Policy: d.Policy, Rule: int32(d.Rule), Reason: d.Reason, Status: int32(d.Status), Count: c.count,
 			FirstSeenUnixNano: c.first.UnixNano(), LastSeenUnixNano: c.last.UnixNano(),
-		})
-		if len(cur) == reportBatch {
-			batches = append(batches, cur)
-			cur = nil
 		}
+		room(proto.Size(e) + 4)
+		cur.Denials = append(cur.Denials, e)
 	}
-	if len(cur) > 0 {
-		batches = append(batches, cur)
+	for _, e := range edges {
+		room(proto.Size(e) + 4)
+		cur.Edges = append(cur.Edges, e)
 	}
-	return batches
+	for _, a := range auth {
+		room(proto.Size(a) + 4)
+		cur.AuthFailures = append(cur.AuthFailures, a)
+	}
+	if n > 0 {
+		out = append(out, cur)
+	}
+	return out
 }
 
-// giveBack merges an unsent batch back into the pending denials.
-func (r *reporter) giveBack(batch []*apiv1.Denial) {
+// giveBack merges an unsent report back into what is pending.
+func (r *reporter) giveBack(req *apiv1.ReportRequest) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, d := range batch {
+	for _, d := range req.GetDenials() {
 		r.mergeLocked(proxy.Denial{
 			Direction: d.GetDirection(), Source: d.GetSource(), Destination: d.GetDestination(), Method: d.GetMethod(),
 			Path: d.GetPath(), Policy: d.GetPolicy(), Rule: int(d.GetRule()), Reason: d.GetReason(), Status: int(d.GetStatus()),
 		}, denialCount{count: d.GetCount(), first: time.Unix(0, d.GetFirstSeenUnixNano()), last: time.Unix(0, d.GetLastSeenUnixNano())})
 	}
+	r.mu.Unlock()
+	r.graph.GiveBack(req.GetEdges(), req.GetAuthFailures())
 }
 
-// flush reports the pending denials with send. Batches that fail for a
-// reason retrying can fix are kept for the next report.
+// flush reports what is pending with send. Reports that fail for a reason
+// retrying can fix are kept for the next report.
 func (r *reporter) flush(ctx context.Context, send func(context.Context, *apiv1.ReportRequest) error) {
-	for _, batch := range r.take() {
-		err := send(ctx, &apiv1.ReportRequest{Denials: batch})
+	for _, req := range r.take() {
+		err := send(ctx, req)
 		switch code := status.Code(err); {
 		case err == nil:
 			r.reports.WithLabelValues(reportOK).Inc()
 		case code == codes.InvalidArgument || code == codes.PermissionDenied:
 			// Retrying cannot change the answer.
-			var n int64
-			for _, d := range batch {
-				n += d.GetCount()
+			var denials, requests, failures int64
+			for _, d := range req.GetDenials() {
+				denials += d.GetCount()
+			}
+			for _, e := range req.GetEdges() {
+				requests += e.GetRequests()
+			}
+			for _, a := range req.GetAuthFailures() {
+				failures += a.GetCount()
 			}
 			r.reports.WithLabelValues(reportRefused).Inc()
-			r.dropped.Add(float64(n))
-			r.logger.Warn("denial report refused by the control plane", telemetry.KeyCount, n, telemetry.KeyErr, err)
+			r.dropped.Add(float64(denials))
+			r.refusedEdges.Add(requests)
+			r.refusedAuth.Add(failures)
+			r.logger.Warn("report refused by the control plane", telemetry.KeyCount, denials, telemetry.KeyErr, err)
 		default:
 			r.reports.WithLabelValues(reportFailed).Inc()
 			if !errors.Is(err, errNotConnected) {
-				r.logger.Debug("denial report failed, keeping it for the next one", telemetry.KeyErr, err)
+				r.logger.Debug("report failed, keeping it for the next one", telemetry.KeyErr, err)
 			}
-			r.giveBack(batch)
+			r.giveBack(req)
 		}
 	}
 }
 
-// run reports every interval until ctx is done, then once more, best
-// effort, with sendFinal.
+// run reports every interval, and early after denials (see reporter),
+// until ctx is done, then once more, best effort, with sendFinal.
 func (r *reporter) run(ctx context.Context) error {
+	next := r.clock.NewTimer(r.every)
+	var early clock.Timer // armed by a denial; nil when not
 	for {
-		t := r.clock.NewTimer(r.every)
+		var earlyC <-chan time.Time
+		if early != nil {
+			earlyC = early.C()
+		}
 		select {
 		case <-ctx.Done():
-			t.Stop()
+			next.Stop()
+			if early != nil {
+				early.Stop()
+			}
 			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), reportFinalTimeout)
 			r.flush(fctx, r.sendFinal)
 			cancel()
 			return nil
-		case <-t.C():
+		case <-r.kick:
+			if early == nil {
+				early = r.clock.NewTimer(reportEarly)
+			}
+			continue
+		case <-earlyC:
+			early = nil
+			// Denials recorded so far go with this report: their kicks
+			// must not arm another.
+			select {
+			case <-r.kick:
+			default:
+			}
+		case <-next.C():
+			next = r.clock.NewTimer(r.every)
 		}
 		r.flush(ctx, r.send)
 	}

@@ -14,10 +14,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	apiv1 "github.com/bulwarkmesh/bulwark/api/v1alpha1"
 	"github.com/bulwarkmesh/bulwark/internal/clock"
 	"github.com/bulwarkmesh/bulwark/internal/framing"
+	"github.com/bulwarkmesh/bulwark/internal/graph"
 	"github.com/bulwarkmesh/bulwark/internal/proxy"
 	"github.com/bulwarkmesh/bulwark/internal/sidecar"
 )
@@ -115,9 +117,11 @@ func gauge(t *testing.T, reg *prometheus.Registry, name, label, value string) fl
 	return 0
 }
 
-// TestReporterAggregatesEveryInterval: denials of one kind are one entry
-// with a count and their first and last times, reported every interval on
-// the running reporter's clock; nothing is sent when nothing was denied.
+// TestReporterAggregatesEveryInterval: requests of one kind are one edge
+// with counts and their first and last times, and denials of one kind one
+// entry with a count, reported every interval on the running reporter's
+// clock (with the authentication failures); nothing is sent when nothing
+// happened.
 func TestReporterAggregatesEveryInterval(t *testing.T) {
 	fake := clock.NewFake(start)
 	ctl := newFakeControl()
@@ -128,34 +132,33 @@ func TestReporterAggregatesEveryInterval(t *testing.T) {
 	go func() { done <- r.Run(ctx) }()
 	<-armed
 
-	r.Record(deny("outbound", "/a"))
+	r.Observe(observed("/items/1", 200))
 	fake.Advance(time.Second)
-	r.Record(deny("outbound", "/a"))
-	r.Record(deny("inbound", "/a"))
+	r.Observe(observed("/items/2", 503))
+	r.AuthFailure("10.0.0.9:4444", "", graph.ReasonNoSVID)
 	fake.Advance(2 * time.Second)
-	r.Record(deny("outbound", "/a"))
+	r.Observe(observed("/items/3", 200))
 	armed = fake.TimerCreated()
 	fake.Advance(sidecar.ReportEvery - 3*time.Second)
 	ctl.wait(t)
 	<-armed // the next interval started
 
 	reports := ctl.take()
-	if diff := cmp.Diff([]entry{{"inbound", "/a", "no ALLOW rule matched", 1}, {"outbound", "/a", "no ALLOW rule matched", 3}}, entries(reports)); diff != "" {
-		t.Errorf("report (-want +got):\n%s", diff)
+	if len(reports) != 1 || len(reports[0].GetEdges()) != 1 || len(reports[0].GetAuthFailures()) != 1 {
+		t.Fatalf("got %v, want one report of one edge and one authentication failure", reports)
 	}
-	for _, d := range reports[0].GetDenials() {
-		if d.GetDirection() != "outbound" {
-			continue
-		}
-		if first, last := time.Unix(0, d.GetFirstSeenUnixNano()), time.Unix(0, d.GetLastSeenUnixNano()); !first.Equal(start) || !last.Equal(start.Add(3*time.Second)) {
-			t.Errorf("first, last: got %s, %s, want %s, %s", first, last, start, start.Add(3*time.Second))
-		}
-		if d.GetRule() != -1 || d.GetStatus() != 403 || d.GetMethod() != "GET" || d.GetDestination() != "default/api" {
-			t.Errorf("entry: got %v, want rule -1, status 403, GET to default/api", d)
-		}
+	e := reports[0].GetEdges()[0]
+	if e.GetPath() != "/items/*" || e.GetRequests() != 3 || e.GetErrors() != 1 || e.GetDirection() != "outbound" || !e.GetMtls() {
+		t.Errorf("edge: got %v, want 3 outbound GETs of /items/*, 1 error, mTLS", e)
+	}
+	if first, last := time.Unix(0, e.GetFirstSeenUnixNano()), time.Unix(0, e.GetLastSeenUnixNano()); !first.Equal(start) || !last.Equal(start.Add(3*time.Second)) {
+		t.Errorf("first, last: got %s, %s, want %s, %s", first, last, start, start.Add(3*time.Second))
+	}
+	if a := reports[0].GetAuthFailures()[0]; a.GetAddress() != "10.0.0.9" || a.GetReason() != graph.ReasonNoSVID || a.GetCount() != 1 {
+		t.Errorf("auth failure: got %v, want one no_svid from 10.0.0.9", a)
 	}
 
-	// An interval without denials sends nothing.
+	// An interval without traffic sends nothing.
 	armed = fake.TimerCreated()
 	fake.Advance(sidecar.ReportEvery)
 	<-armed
@@ -168,6 +171,98 @@ func TestReporterAggregatesEveryInterval(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("Run: got %v, want nil", err)
+	}
+}
+
+func observed(path string, status int) graph.Observation {
+	return graph.Observation{Direction: "outbound", Source: "spiffe://bulwark.test/ns/shop/sa/web", Destination: "default/api",
+		Method: "GET", Path: path, Status: status, MTLS: true, Latency: time.Millisecond}
+}
+
+// TestReporterEarlyReport: a denial makes the reporter report one
+// ReportEarly later, with the denials of the burst in one entry, and then
+// at most once per ReportEarly; the interval goes on.
+func TestReporterEarlyReport(t *testing.T) {
+	fake := clock.NewFake(start)
+	ctl := newFakeControl()
+	r, _ := newReporter(t, fake, 1000, ctl.send, ctl.send)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	armed := fake.TimerCreated()
+	go func() { done <- r.Run(ctx) }()
+	<-armed // the interval
+
+	armed = fake.TimerCreated()
+	r.Record(deny("outbound", "/a"))
+	<-armed // the early report
+	r.Record(deny("outbound", "/a"))
+	r.Observe(observed("/a", 403))
+	fake.Advance(sidecar.ReportEarly / 2)
+	r.Record(deny("outbound", "/a"))
+	if n := fake.Timers(); n != 2 {
+		t.Errorf("timers during a burst: got %d, want 2 (the interval and one early report)", n)
+	}
+	fake.Advance(sidecar.ReportEarly / 2)
+	ctl.wait(t)
+	reports := ctl.take()
+	if diff := cmp.Diff([]entry{{"outbound", "/a", "no ALLOW rule matched", 3}}, entries(reports)); diff != "" {
+		t.Errorf("early report (-want +got):\n%s", diff)
+	}
+	if len(reports) != 1 || len(reports[0].GetEdges()) != 1 {
+		t.Errorf("early report: got %v, want the pending edge with it", reports)
+	}
+
+	// The next denial, right after: reported a full ReportEarly later.
+	armed = fake.TimerCreated()
+	r.Record(deny("inbound", "/b"))
+	<-armed
+	fake.Advance(sidecar.ReportEarly - time.Millisecond)
+	select {
+	case <-ctl.got:
+		t.Fatal("a second early report within ReportEarly of the first")
+	default:
+	}
+	fake.Advance(time.Millisecond)
+	ctl.wait(t)
+	if diff := cmp.Diff([]entry{{"inbound", "/b", "no ALLOW rule matched", 1}}, entries(ctl.take())); diff != "" {
+		t.Errorf("second early report (-want +got):\n%s", diff)
+	}
+
+	// The interval still fires on time, with nothing to send.
+	armed = fake.TimerCreated()
+	fake.Advance(sidecar.ReportEvery - 2*sidecar.ReportEarly)
+	<-armed
+	if n := fake.Timers(); n != 1 {
+		t.Errorf("timers after the interval: got %d, want 1", n)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run: got %v, want nil", err)
+	}
+}
+
+// TestReporterBatchesBySize: a report of large entries is cut into calls
+// the control plane takes (at most ReportBatchBytes each), and nothing is
+// lost.
+func TestReporterBatchesBySize(t *testing.T) {
+	ctl := newFakeControl()
+	r, _ := newReporter(t, clock.NewFake(start), 1000, ctl.send, ctl.send)
+	long := "spiffe://bulwark.test/ns/shop/sa/" + strings.Repeat("w", 2000)
+	for i := range 300 {
+		o := observed(fmt.Sprintf("/p%d/%s", i, strings.Repeat("x", 200)), 200)
+		o.Direction, o.Source = "inbound", long
+		r.Observe(o)
+	}
+	r.Flush(context.Background())
+	var edges int
+	for _, rep := range ctl.take() {
+		if size := proto.Size(rep); size > sidecar.ReportBatchBytes+1024 || len(rep.GetEdges()) > sidecar.ReportBatch {
+			t.Errorf("a report of %d bytes and %d edges, want at most %d bytes and %d", size, len(rep.GetEdges()), sidecar.ReportBatchBytes, sidecar.ReportBatch)
+		}
+		edges += len(rep.GetEdges())
+	}
+	if edges != 300 {
+		t.Errorf("edges reported: got %d, want 300", edges)
 	}
 }
 
@@ -236,6 +331,7 @@ func TestReporterKeepsUnsentReports(t *testing.T) {
 
 	ctl.setErr(sidecar.ErrNotConnected)
 	r.Record(deny("outbound", "/a"))
+	r.Observe(observed("/a", 200))
 	r.Flush(ctx)
 	ctl.setErr(status.Error(codes.Unavailable, "control plane restarting"))
 	r.Record(deny("outbound", "/a"))
@@ -244,12 +340,18 @@ func TestReporterKeepsUnsentReports(t *testing.T) {
 	r.Record(deny("outbound", "/a"))
 	ctl.take()
 	r.Flush(ctx)
-	if diff := cmp.Diff([]entry{{"outbound", "/a", "no ALLOW rule matched", 3}}, entries(ctl.take())); diff != "" {
+	sent := ctl.take()
+	if diff := cmp.Diff([]entry{{"outbound", "/a", "no ALLOW rule matched", 3}}, entries(sent)); diff != "" {
 		t.Errorf("report after two failures (-want +got):\n%s", diff)
+	}
+	if len(sent) != 1 || len(sent[0].GetEdges()) != 1 || sent[0].GetEdges()[0].GetRequests() != 1 {
+		t.Errorf("edges after two failures: got %v, want the one request kept", sent)
 	}
 
 	ctl.setErr(status.Error(codes.InvalidArgument, "report: denials[0].path: too long"))
 	r.Record(deny("outbound", "/b"))
+	r.Observe(observed("/b", 200))
+	r.Observe(observed("/b", 200))
 	r.Flush(ctx)
 	ctl.setErr(nil)
 	ctl.take()
@@ -265,6 +367,7 @@ func TestReporterKeepsUnsentReports(t *testing.T) {
 		{"bulwark_denial_reports_total", "result", "refused", 1},
 		{"bulwark_denial_reports_total", "result", "ok", 1},
 		{"bulwark_denials_dropped_total", "", "", 1},
+		{"bulwark_edges_dropped_total", "", "", 2},
 	} {
 		if got := gauge(t, reg, c.metric, c.label, c.value); got != c.want {
 			t.Errorf("%s{%s=%q}: got %v, want %v", c.metric, c.label, c.value, got, c.want)
