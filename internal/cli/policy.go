@@ -39,7 +39,7 @@ of requests offline (test), explain one decision (explain) and show which
 caller-to-service edges a change would open or cut in the live mesh (diff).
 See docs/policy-as-code.md.`,
 	}
-	cmd.AddCommand(newPolicyLintCmd(g), newPolicyTestCmd(g), newPolicyExplainCmd(g), newPolicyDiffCmd(g))
+	cmd.AddCommand(newPolicyLintCmd(g), newPolicyTestCmd(g), newPolicyExplainCmd(g), newPolicyDiffCmd(g), newPolicyRecommendCmd(g))
 	return cmd
 }
 
