@@ -18,6 +18,8 @@
 //	GET    /v1/{plural}[?namespace=NS]             -> {"kind":"List","items":[...]}
 //	GET    /v1/namespaces/{ns}/{plural}/{name}     -> one object
 //	GET    /v1/denials[?namespace=NS][&since=15m]  -> {"kind":"List","items":[Denial...]}
+//	GET    /v1/edges[?namespace=NS][&since=15m]    -> {"kind":"List","items":[Edge...]}
+//	GET    /v1/alerts[?namespace=NS][&since=15m]   -> {"kind":"List","items":[Alert...]}
 //	DELETE /v1/namespaces/{ns}/{plural}/{name}     -> result (also ?force=true)
 //	POST   /v1/tokens                             {"service","identity","ttl"} -> {"token","expiresAt",...}
 //	GET    /v1/ca                                  -> CAStatus
@@ -28,6 +30,7 @@
 package admin
 
 import (
+	"cmp"
 	"context"
 	"crypto/x509"
 	"encoding/json"
@@ -38,9 +41,11 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/bulwarkmesh/bulwark/internal/attest/jointoken"
+	"github.com/bulwarkmesh/bulwark/internal/audit"
 	"github.com/bulwarkmesh/bulwark/internal/ca"
 	"github.com/bulwarkmesh/bulwark/internal/config"
 	"github.com/bulwarkmesh/bulwark/internal/identity"
@@ -76,6 +81,21 @@ type Config struct {
 	// Denials lists the denials proxies reported (GET /v1/denials); nil
 	// answers 501.
 	Denials DenialSource
+	// Edges lists the service graph's edges (GET /v1/edges); nil answers
+	// 501.
+	Edges EdgeSource
+	// Alerts lists the alerts that fired (GET /v1/alerts); nil answers
+	// 501.
+	Alerts AlertSource
+	// Audit is the audit log (docs/audit.md): the non-resource writes
+	// append their entries to it before they change anything, and the
+	// /v1/audit routes read it. Resources must then be the same log's
+	// resource.Store.WithAudit. Nil: nothing is audited, and the audit
+	// routes answer 501.
+	Audit AuditLog
+	// Failures receives failed authentications and RBAC denials; nil
+	// drops them.
+	Failures FailureRecorder
 	// Logger, default discard.
 	Logger *slog.Logger
 }
@@ -87,6 +107,10 @@ type Server struct {
 	mux    *http.ServeMux
 	// rbac caches the RBAC resources when Config.Store is set.
 	rbac *rbacCache
+	// unauthenticated counts requests without an operator certificate:
+	// only the 1st, 2nd, 4th, 8th... are logged, so that anonymous
+	// clients cannot flood the log (the audit log counts them all).
+	unauthenticated atomic.Int64
 }
 
 // New returns the admin API handler.
@@ -104,6 +128,8 @@ func New(cfg Config) (*Server, error) {
 	s.mux.Handle("POST /v1/delete", s.operator(s.deleteMany))
 	s.mux.Handle("GET /v1/{plural}", s.operator(s.list))
 	s.mux.Handle("GET /v1/denials", s.operator(s.denials))
+	s.mux.Handle("GET /v1/edges", s.operator(s.edges))
+	s.mux.Handle("GET /v1/alerts", s.operator(s.alerts))
 	s.mux.Handle("GET /v1/namespaces/{ns}/{plural}/{name}", s.operator(s.get))
 	s.mux.Handle("DELETE /v1/namespaces/{ns}/{plural}/{name}", s.operator(s.deleteOne))
 	s.mux.Handle("POST /v1/tokens", s.operator(s.createToken))
@@ -112,8 +138,12 @@ func New(cfg Config) (*Server, error) {
 	s.mux.Handle("GET /v1/ca/jwks", s.operator(s.jwks))
 	s.mux.Handle("POST /v1/proxies/revoke", s.operator(s.revoke))
 	s.mux.Handle("POST /v1/operators", s.operator(s.createOperator))
+	s.mux.Handle("GET /v1/audit", s.operator(s.auditList))
+	s.mux.Handle("GET /v1/audit/verify", s.operator(s.auditVerify))
+	s.mux.Handle("GET /v1/audit/export", s.operator(s.auditExport))
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if _, err := operatorName(r); err != nil {
+			s.failure(r.Context(), audit.FailureOperator, r.RemoteAddr, "", err.Error())
 			writeError(w, errUnauthenticated)
 			return
 		}
@@ -143,12 +173,17 @@ func (s *Server) operator(h func(w http.ResponseWriter, r *http.Request, op stri
 	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		op, err := operatorName(r)
 		if err != nil {
-			s.logger.Warn("admin request without operator certificate", telemetry.KeyRemote, r.RemoteAddr, telemetry.KeyPath, r.URL.Path)
+			if n := s.unauthenticated.Add(1); n&(n-1) == 0 {
+				s.logger.Warn("admin request without operator certificate", telemetry.KeyRemote, r.RemoteAddr, telemetry.KeyPath, r.URL.Path,
+					telemetry.KeyCount, n)
+			}
+			s.failure(r.Context(), audit.FailureOperator, r.RemoteAddr, "", err.Error())
 			writeError(rw, errUnauthenticated)
 			return
 		}
 		r.Body = http.MaxBytesReader(rw, r.Body, maxBody)
-		ctx, st := withAuthzState(r.Context())
+		ctx := audit.WithRequester(r.Context(), audit.Requester{Actor: op, Source: audit.SourceIP(r.RemoteAddr)})
+		ctx, st := withAuthzState(ctx)
 		r = r.WithContext(ctx)
 		w := &guardedWriter{ResponseWriter: rw, s: s, r: r, state: st}
 		if err := h(w, r, op); err != nil {
@@ -374,13 +409,17 @@ func (s *Server) objects(ctx context.Context, kind, ns string) ([]config.Object,
 	switch {
 	case config.IsApplicable(kind):
 		objs, _, err := s.cfg.Resources.List(ctx, kind, ns)
-		return objs, err
+		return redactAll(objs), err
 	case kind == config.KindProxy:
 		return s.proxies(ctx, ns)
 	case kind == config.KindService:
 		return s.services(ctx, ns)
 	case kind == config.KindDenial:
 		return s.denialObjects(ns)
+	case kind == config.KindEdge:
+		return s.edgeObjects(ns)
+	case kind == config.KindAlert:
+		return s.alertObjects(ns)
 	}
 	return nil, notFound("unknown kind " + kind)
 }
@@ -529,9 +568,15 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request, op string) 
 	if s.cfg.Pin != nil {
 		pin = s.cfg.Pin()
 	}
+	entry := audit.Entry{Action: audit.ActionTokenCreate, Kind: config.KindJoinToken, Namespace: svc.Namespace, Name: svc.Name,
+		Detail: "identity " + account + ", ttl " + cmp.Or(req.TTL, "default")}
+	if err := s.record(r.Context(), entry); err != nil {
+		return err
+	}
 	token, exp, err := s.cfg.Tokens.Create(r.Context(), jointoken.CreateRequest{
 		Service: svc, Account: account, TTL: ttl, Pin: pin, CreatedBy: op, Labels: req.Labels,
 	})
+	s.recordOutcome(r.Context(), entry, err)
 	if err != nil {
 		return err
 	}
@@ -576,6 +621,8 @@ func writeError(w http.ResponseWriter, err error) {
 	var mbe *http.MaxBytesError
 	switch {
 	case errors.As(err, &ae):
+	case errors.Is(err, audit.ErrUnavailable):
+		ae = auditUnavailable(err)
 	case errors.As(err, &mbe):
 		ae = &apiError{status: http.StatusRequestEntityTooLarge, msg: fmt.Sprintf("request body larger than %d bytes", mbe.Limit)}
 	case errors.Is(err, store.ErrNotFound):

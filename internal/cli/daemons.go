@@ -2,10 +2,12 @@ package cli
 
 import (
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/net/http/httpguts"
 
 	"github.com/bulwarkmesh/bulwark/internal/buildinfo"
 	"github.com/bulwarkmesh/bulwark/internal/control"
@@ -13,6 +15,7 @@ import (
 	"github.com/bulwarkmesh/bulwark/internal/proxy"
 	"github.com/bulwarkmesh/bulwark/internal/sidecar"
 	"github.com/bulwarkmesh/bulwark/internal/svid/workloadapi"
+	"github.com/bulwarkmesh/bulwark/internal/telemetry"
 )
 
 func newVersionCmd(g *globals) *cobra.Command {
@@ -70,6 +73,7 @@ func newProxyCmd(g *globals) *cobra.Command {
 		service   string
 		tokenFile string
 		upstreams []string
+		accessLog string
 	)
 	cmd := &cobra.Command{
 		Use:   "proxy",
@@ -88,7 +92,11 @@ itself, and then:
     reach a tcp service through an --upstream listener or CONNECT);
   - serves the SPIFFE Workload API on --workload-api (unix:///path), so
     SPIFFE-aware apps get their SVID, bundles and JWT-SVIDs from the proxy;
-  - serves Prometheus metrics on --metrics (/metrics, plain HTTP).
+  - serves Prometheus metrics on --metrics (/metrics, plain HTTP);
+  - writes one JSON access log line per request (--access-log), and exports
+    OpenTelemetry spans to --trace-endpoint (OTLP/gRPC) when given. Secrets
+    (Authorization, cookies, tokens, JWTs, --redact-header and --redact-query
+    names) are masked in logs and spans; the defaults cannot be turned off.
 Listeners open only when their flag is given. --token is visible to other users of
 the machine in the process list: prefer --token-file.
 On SIGTERM or SIGINT the proxy shuts down gracefully: it tells the control plane it
@@ -141,7 +149,32 @@ finish within --shutdown-timeout, then deregisters (its endpoint goes at once).`
 				}
 				cfg.Upstreams[ref] = addr
 			}
+			if err := telemetry.ValidateTracing(cfg.Trace); err != nil {
+				return usagef("--%v", err)
+			}
+			if _, err := telemetry.NewRedactor(cfg.RedactHeaders, cfg.RedactQuery); err != nil {
+				return usagef("--%v", err)
+			}
+			for _, h := range cfg.LogHeaders {
+				if !httpguts.ValidHeaderFieldName(h) {
+					return usagef("--log-header %q: not a header name", h)
+				}
+			}
 			cfg.Logger, cfg.AccessLog = logger, logger
+			switch accessLog {
+			case "stderr":
+			case "off":
+				cfg.AccessLog = telemetry.Discard()
+			case "":
+				return usagef("--access-log: want stderr, off or a file path")
+			default:
+				f, err := os.OpenFile(accessLog, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+				if err != nil {
+					return fmt.Errorf("--access-log: %w", err)
+				}
+				defer f.Close()
+				cfg.AccessLog = telemetry.NewJSON(f, slog.LevelInfo)
+			}
 			return sidecar.Run(cmd.Context(), cfg)
 		},
 	}
@@ -167,5 +200,13 @@ finish within --shutdown-timeout, then deregisters (its endpoint goes at once).`
 	f.StringVar(&cfg.Locality, "locality", "", "locality of this instance, region/zone, for locality-aware load balancing (empty: unknown)")
 	f.DurationVar(&cfg.DrainDelay, "drain-delay", sidecar.DefaultDrainDelay, "on SIGTERM, keep serving this long after telling callers the proxy drains (negative: no delay)")
 	f.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", sidecar.DefaultShutdownTimeout, "on SIGTERM, how long in-flight requests may take to finish once the listeners stop accepting")
+	f.StringVar(&accessLog, "access-log", "stderr", "where access log lines go: stderr (with the process log), off, or a file path (appended, created 0600)")
+	f.StringArrayVar(&cfg.LogHeaders, "log-header", nil, "request header whose value the access log line carries, masked if sensitive (repeatable)")
+	f.StringArrayVar(&cfg.RedactHeaders, "redact-header", nil, "header name to mask in logs and spans, in addition to the defaults (repeatable)")
+	f.StringArrayVar(&cfg.RedactQuery, "redact-query", nil, "query parameter name to mask in logs and spans, in addition to the defaults (repeatable)")
+	f.StringVar(&cfg.Trace.Endpoint, "trace-endpoint", "", "OTLP/gRPC collector for spans, host:port (tracing is off when empty)")
+	f.Float64Var(&cfg.Trace.Sampling, "trace-sampling", telemetry.DefaultTraceSampling, "ratio of new traces recorded, 0 to 1 (a caller's sampled traceparent is always followed)")
+	f.BoolVar(&cfg.Trace.Insecure, "trace-insecure", false, "send spans to --trace-endpoint without TLS")
+	f.StringVar(&cfg.Trace.CAFile, "trace-ca", "", "PEM roots that verify --trace-endpoint (default: the system roots)")
 	return cmd
 }

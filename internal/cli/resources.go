@@ -238,13 +238,13 @@ func newGetCmd(g *globals) *cobra.Command {
 		since     time.Duration
 	)
 	cmd := &cobra.Command{
-		Use:   "get (policies|jwtproviders|roles|rolebindings|trafficpolicies|routes|externalservices|proxies|services|denials) [NAME]",
+		Use:   "get (policies|jwtproviders|roles|rolebindings|trafficpolicies|routes|externalservices|alertrules|proxies|services|denials|alerts|edges) [NAME]",
 		Short: "List resources, or show one",
 		Args:  cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			kind, ok := config.ResourceKind(args[0])
 			if !ok {
-				return usagef("unknown resource type %q (known: policies, jwtproviders, roles, rolebindings, trafficpolicies, routes, externalservices, proxies, services, denials)", args[0])
+				return usagef("unknown resource type %q (known: policies, jwtproviders, roles, rolebindings, trafficpolicies, routes, externalservices, alertrules, proxies, services, denials, alerts, edges)", args[0])
 			}
 			switch output {
 			case "table", "json", "yaml":
@@ -254,8 +254,8 @@ func newGetCmd(g *globals) *cobra.Command {
 			if all && len(args) == 2 {
 				return usagef("-A cannot be used with a NAME")
 			}
-			if since != 0 && (kind != config.KindDenial || len(args) == 2 || since < 0) {
-				return usagef("--since: a positive duration, for listing denials only")
+			if since != 0 && (kind != config.KindDenial && kind != config.KindAlert && kind != config.KindEdge || len(args) == 2 || since < 0) {
+				return usagef("--since: a positive duration, for listing denials, alerts or edges only")
 			}
 			ns := namespace
 			if all {
@@ -279,6 +279,14 @@ func newGetCmd(g *globals) *cobra.Command {
 				if raw, err = c.Denials(cmd.Context(), ns, since); err != nil {
 					return apiErr(err)
 				}
+			} else if kind == config.KindAlert {
+				if raw, err = c.Alerts(cmd.Context(), ns, since); err != nil {
+					return apiErr(err)
+				}
+			} else if kind == config.KindEdge {
+				if raw, err = c.Edges(cmd.Context(), ns, since); err != nil {
+					return apiErr(err)
+				}
 			} else if raw, err = c.List(cmd.Context(), plural, ns); err != nil {
 				return apiErr(err)
 			}
@@ -292,7 +300,7 @@ func newGetCmd(g *globals) *cobra.Command {
 	cmd.Flags().StringVarP(&namespace, "namespace", "n", identity.DefaultNamespace, "namespace")
 	cmd.Flags().BoolVarP(&all, "all-namespaces", "A", false, "list across all namespaces")
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table, json or yaml")
-	cmd.Flags().DurationVar(&since, "since", 0, "denials: only those last seen within this duration (such as 15m)")
+	cmd.Flags().DurationVar(&since, "since", 0, "denials, alerts and edges: only those seen within this duration (such as 15m)")
 	return cmd
 }
 
@@ -416,6 +424,19 @@ func tableFor(kind string) ([]string, func(config.Object) []string) {
 			}
 			return []string{age(d.LastSeen), d.Direction, d.Source, d.Destination, d.Method, d.Path, pol, d.Reason,
 				strconv.FormatInt(d.Count, 10)}
+		}
+	case config.KindEdge:
+		return edgeTable()
+	case config.KindAlert:
+		return []string{"FIRED", "RULE", "DETECTOR", "SEVERITY", "SUBJECT", "COUNT", "SUMMARY"}, func(o config.Object) []string {
+			a := o.(*config.Alert).Status
+			return []string{age(a.FiredAt), a.Rule, a.Detector, a.Severity, a.Subject, strconv.FormatInt(a.Count, 10), a.Summary}
+		}
+	case config.KindAlertRule:
+		return []string{"NAME", "DETECTOR", "SEVERITY", "COOLDOWN", "WEBHOOKS", "AGE"}, func(o config.Object) []string {
+			r := o.(*config.AlertRule)
+			return []string{r.Metadata.Name, r.Spec.Detector, r.Spec.Severity, r.Spec.Cooldown, strconv.Itoa(len(r.Spec.Webhooks)),
+				age(r.Metadata.CreationTimestamp)}
 		}
 	case config.KindRole:
 		return []string{"NAME", "RULES", "AGE"}, func(o config.Object) []string {

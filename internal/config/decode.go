@@ -41,10 +41,12 @@ func knownKinds() []kindSpec {
 		{name: KindTrafficPolicy, new: func() Object { return new(TrafficPolicy) }},
 		{name: KindRoute, new: func() Object { return new(Route) }},
 		{name: KindExternalService, new: func() Object { return new(ExternalService) }},
+		{name: KindAlertRule, new: func() Object { return new(AlertRule) }},
 		{name: KindProxy, readOnly: true, new: func() Object { return new(Proxy) }},
 		{name: KindService, readOnly: true, new: func() Object { return new(Service) }},
 		{name: KindDenial, readOnly: true, new: func() Object { return new(Denial) }},
 		{name: KindEdge, readOnly: true, new: func() Object { return new(Edge) }},
+		{name: KindAlert, readOnly: true, new: func() Object { return new(Alert) }},
 	}
 }
 

@@ -1,6 +1,7 @@
 // Package config owns the user's language: the resource types
-// (AuthorizationPolicy, JWTProvider, Role, RoleBinding, Mesh, and the
-// read-only Proxy, Service and Denial views),
+// (AuthorizationPolicy, JWTProvider, Role, RoleBinding, TrafficPolicy,
+// Route, ExternalService, AlertRule, Mesh, and the read-only Proxy, Service,
+// Denial, Edge and Alert views),
 // their strict decoding from YAML or JSON, and their validation.
 //
 // Documents are decoded strictly: YAML is converted to JSON and decoded with

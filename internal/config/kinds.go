@@ -16,6 +16,8 @@ func ResourceKind(name string) (kind string, ok bool) {
 		return KindService, true
 	case "denials", "denial":
 		return KindDenial, true
+	case "edges", "edge":
+		return KindEdge, true
 	case "roles", "role":
 		return KindRole, true
 	case "rolebindings", "rolebinding":
@@ -26,6 +28,10 @@ func ResourceKind(name string) (kind string, ok bool) {
 		return KindRoute, true
 	case "externalservices", "externalservice", "se", "ext":
 		return KindExternalService, true
+	case "alertrules", "alertrule", "ar":
+		return KindAlertRule, true
+	case "alerts", "alert":
+		return KindAlert, true
 	}
 	return "", false
 }

@@ -19,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -28,11 +29,14 @@ import (
 
 	apiv1 "github.com/bulwarkmesh/bulwark/api/v1alpha1"
 	"github.com/bulwarkmesh/bulwark/internal/admin"
+	"github.com/bulwarkmesh/bulwark/internal/alert"
 	"github.com/bulwarkmesh/bulwark/internal/attest/jointoken"
+	"github.com/bulwarkmesh/bulwark/internal/audit"
 	"github.com/bulwarkmesh/bulwark/internal/ca"
 	"github.com/bulwarkmesh/bulwark/internal/ca/rotation"
 	"github.com/bulwarkmesh/bulwark/internal/clock"
 	"github.com/bulwarkmesh/bulwark/internal/fileutil"
+	"github.com/bulwarkmesh/bulwark/internal/graph"
 	"github.com/bulwarkmesh/bulwark/internal/identity"
 	"github.com/bulwarkmesh/bulwark/internal/mtls"
 	"github.com/bulwarkmesh/bulwark/internal/push"
@@ -40,6 +44,7 @@ import (
 	"github.com/bulwarkmesh/bulwark/internal/resource"
 	"github.com/bulwarkmesh/bulwark/internal/run"
 	"github.com/bulwarkmesh/bulwark/internal/store/bolt"
+	"github.com/bulwarkmesh/bulwark/internal/store/storemetrics"
 	"github.com/bulwarkmesh/bulwark/internal/telemetry"
 )
 
@@ -162,12 +167,23 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	st, err := bolt.Open(filepath.Join(cfg.DataDir, storeFile), bolt.Config{Logger: logger})
+	boltStore, err := bolt.Open(filepath.Join(cfg.DataDir, storeFile), bolt.Config{Logger: logger})
 	if err != nil {
 		return err
 	}
-	defer st.Close()
-	caCfg := ca.Config{TrustDomain: td, Store: st, Keys: keys, Clock: cfg.Clock, Logger: logger, SVIDTTL: cfg.SVIDTTL}
+	defer boltStore.Close()
+	// The metrics of every part, served with --metrics only.
+	metricsReg := telemetry.NewRegistry()
+	ctlMetrics, err := newControlMetrics(metricsReg, cfg.Clock)
+	if err != nil {
+		return err
+	}
+	// Every part reads and writes the store through its metrics.
+	st, err := storemetrics.Wrap(boltStore, storemetrics.Config{Registerer: metricsReg, Clock: cfg.Clock})
+	if err != nil {
+		return err
+	}
+	caCfg := ca.Config{TrustDomain: td, Store: st, Keys: keys, Clock: cfg.Clock, Logger: logger, SVIDTTL: cfg.SVIDTTL, Signed: ctlMetrics.signed}
 	workloadCA, err := ca.New(ctx, caCfg)
 	if err != nil {
 		return fmt.Errorf("load workload ca: %w", err)
@@ -200,13 +216,36 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	resources := resource.New(st, cfg.Clock)
-	hub := push.NewHub(logger)
-	rotator, err := rotation.New(rotation.Config{CA: workloadCA, Fleet: registryFleet{reg: reg, clock: cfg.Clock}, Clock: cfg.Clock, Logger: logger})
+	// The tamper-evident audit log (docs/audit.md): its checkpoint key is
+	// kept with the CA keys.
+	auditLog, err := audit.Open(ctx, audit.Config{Store: st, Keys: keys, Clock: cfg.Clock, Logger: logger})
+	if err != nil {
+		return fmt.Errorf("open audit log: %w", err)
+	}
+	// The alert engine is built later; failures reach its AuthFailureBurst
+	// rules through this variable once it exists.
+	var alertsOnFailure atomic.Pointer[alert.Engine]
+	auditAgg, err := audit.NewAggregator(audit.AggregatorConfig{Log: auditLog, Clock: cfg.Clock, Logger: logger,
+		OnFailure: func(addr, id, reason string) {
+			if e := alertsOnFailure.Load(); e != nil {
+				e.ObserveAuthFailure(addr, id, reason, cfg.Clock.Now())
+			}
+		}})
 	if err != nil {
 		return err
 	}
-	// The metrics of every part, served with --metrics only.
-	metricsReg := telemetry.NewRegistry()
+	hub := push.NewHub(logger)
+	rotator, err := rotation.New(rotation.Config{CA: workloadCA, Fleet: registryFleet{reg: reg, clock: cfg.Clock}, Clock: cfg.Clock, Logger: logger,
+		Audit: func(ctx context.Context, action, detail string) error {
+			return auditLog.Append(ctx, audit.Entry{Actor: audit.ActorSystem, Action: action, Kind: "CA", Outcome: audit.OutcomeStarted, Detail: detail})
+		},
+	})
+	if err != nil {
+		return err
+	}
+	if err := registerHub(metricsReg, hub); err != nil {
+		return err
+	}
 	// The keys of JWT providers with a jwksURI, fetched here and pushed to
 	// proxies (which never fetch them).
 	jwks, err := newJWKSKeeper(st, metricsReg, cfg.Clock, logger)
@@ -264,7 +303,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	grpcSrv := grpc.NewServer(
-		grpc.Creds(credentials.NewTLS(mtls.ControlServerConfig(grpcCert.GetCertificate, workloadCA, td))),
+		grpc.Creds(ctlMetrics.countHandshakes(listenerGRPC, credentials.NewTLS(mtls.ControlServerConfig(grpcCert.GetCertificate, workloadCA, td)))),
 		grpc.MaxRecvMsgSize(256<<10),
 		grpc.ConnectionTimeout(10*time.Second),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
@@ -275,26 +314,40 @@ func Run(ctx context.Context, cfg Config) error {
 	)
 	// Denials reported by proxies, in memory only (docs/metrics.md).
 	denials := newDenialLog(defaultMaxDenials)
-	apiv1.RegisterControlServer(grpcSrv, &controlService{
+	// The service graph proxies report, in memory only (docs/graph.md).
+	edges := graph.NewStore(graph.StoreConfig{Clock: cfg.Clock})
+	// Anomaly alerts (docs/alerts.md): AlertRules over the proxies'
+	// reports, the registry and the metrics.
+	alerts, alertsTask, err := newAlerts(ctx, st, resources, reg, metricsReg, cfg.Clock, logger)
+	if err != nil {
+		return err
+	}
+	alertsOnFailure.Store(alerts)
+	apiv1.RegisterControlServer(grpcSrv, meteredControl{metrics: ctlMetrics, controlService: &controlService{
 		td: td, ca: workloadCA, jwt: jwtAuthority, attestor: tokens, registry: reg, hub: hub, clock: cfg.Clock, logger: logger,
-		acked: rotator.Nudge, denials: denials,
-	})
+		acked: rotator.Nudge, denials: denials, graph: edges, alerts: alerts, auditLog: auditLog, auditAgg: auditAgg,
+	}})
 
 	adminHandler, err := admin.New(admin.Config{
-		Resources: resources, Registry: reg, Tokens: tokens, TrustDomain: td.Name(),
+		// Every resource write commits with its audit entries.
+		Resources: resources.WithAudit(auditLog), Audit: auditLog, Failures: auditAgg,
+		Registry: reg, Tokens: tokens, TrustDomain: td.Name(),
 		Pin: pin, Logger: logger,
 		CA: caAdmin{td: td.Name(), ca: workloadCA, rot: rotator, jwt: jwtAuthority},
 		// RBAC: Roles and RoleBindings are checked against the store on
 		// every request; operators are signed by the operator CA.
 		Store: st, Operators: operatorCA,
 		Denials: denials.source(cfg.Clock),
+		Edges:   edges.List,
+		Alerts:  alertSource(alerts, cfg.Clock),
 	})
 	if err != nil {
 		return err
 	}
+	adminHandshakes := telemetry.NewHandshakeCounter(func(r string) { ctlMetrics.handshake(listenerAdmin, r) })
 	adminSrv := &http.Server{
 		Handler:           adminHandler,
-		TLSConfig:         mtls.AdminServerConfig(adminCert.GetCertificate, admin.OperatorRoots(operatorCA.Root())),
+		TLSConfig:         adminHandshakes.Config(mtls.AdminServerConfig(adminCert.GetCertificate, admin.OperatorRoots(operatorCA.Root()))),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      60 * time.Second,
@@ -314,9 +367,12 @@ func Run(ctx context.Context, cfg Config) error {
 		builder.Run,
 		jwks.Run,
 		rotator.Run,
+		alertsTask,
+		auditLog.Run,
+		auditAgg.Run,
 		janitor(tokens, reg, cfg.Clock, logger),
 		serveGRPC(grpcSrv, grpcLn),
-		serveHTTPS(adminSrv, adminLn),
+		serveHTTPS(adminSrv, adminHandshakes.Listener(adminLn)),
 		func(ctx context.Context) error {
 			select {
 			case <-ctx.Done():

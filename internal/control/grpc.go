@@ -24,10 +24,13 @@ import (
 	"google.golang.org/grpc/status"
 
 	apiv1 "github.com/bulwarkmesh/bulwark/api/v1alpha1"
+	"github.com/bulwarkmesh/bulwark/internal/alert"
 	"github.com/bulwarkmesh/bulwark/internal/attest"
+	"github.com/bulwarkmesh/bulwark/internal/audit"
 	"github.com/bulwarkmesh/bulwark/internal/balancer"
 	"github.com/bulwarkmesh/bulwark/internal/ca"
 	"github.com/bulwarkmesh/bulwark/internal/clock"
+	"github.com/bulwarkmesh/bulwark/internal/graph"
 	"github.com/bulwarkmesh/bulwark/internal/identity"
 	"github.com/bulwarkmesh/bulwark/internal/mtls"
 	"github.com/bulwarkmesh/bulwark/internal/push"
@@ -63,6 +66,17 @@ type controlService struct {
 	logger   *slog.Logger
 	// denials keeps what proxies report (Report); nil drops reports.
 	denials *denialLog
+	// graph keeps the edges proxies report (Report); nil drops them.
+	graph *graph.Store
+	// alerts evaluates AlertRules over what proxies report; nil drops
+	// reports.
+	alerts *alert.Engine
+	// auditLog records attestations; nil records nothing. With it, an
+	// attestation whose entry cannot be written is refused.
+	auditLog *audit.Log
+	// auditAgg counts signings and failed authentications; nil drops
+	// them.
+	auditAgg *audit.Aggregator
 }
 
 // Attest redeems a join token for a first SVID. The CSR is checked before
@@ -79,6 +93,7 @@ func (s *controlService) Attest(ctx context.Context, req *apiv1.AttestRequest) (
 	res, err := s.attestor.Attest(ctx, attest.Evidence{JoinToken: req.GetJoinToken(), Service: svc})
 	if errors.Is(err, attest.ErrRejected) {
 		s.logger.Warn("attestation rejected", telemetry.KeyService, svc.String(), telemetry.KeyRemote, remoteAddr(ctx))
+		s.auditAgg.Failure(audit.FailureJoinToken, remoteAddr(ctx), svc.String(), "join token rejected")
 		return nil, status.Error(codes.PermissionDenied, "join token rejected: invalid, expired, already used, or for another service")
 	}
 	if err != nil {
@@ -96,11 +111,22 @@ func (s *controlService) Attest(ctx context.Context, req *apiv1.AttestRequest) (
 	if err := s.registry.ClearIdentityRevocation(ctx, identity.Workload{Namespace: res.Service.Namespace, Account: res.Account}); err != nil {
 		return nil, s.internal("attest", err)
 	}
+	instance := registry.NewInstanceName(res.Service)
+	if s.auditLog != nil {
+		// Recorded before the SVID exists: an identity is never issued
+		// unrecorded.
+		err := s.auditLog.Append(ctx, audit.Entry{Actor: id.String(), Action: audit.ActionAttest, Kind: "Proxy",
+			Namespace: res.Service.Namespace, Name: instance, Source: audit.SourceIP(remoteAddr(ctx)), Outcome: audit.OutcomeOK,
+			Detail: "join token for " + res.Service.String()})
+		if err != nil {
+			s.logger.Error("attestation refused: audit log unavailable", telemetry.KeyIdentity, id.String(), telemetry.KeyErr, err)
+			return nil, status.Error(codes.Unavailable, "audit log unavailable: attest again later")
+		}
+	}
 	chain, err := s.ca.SignSVID(pub, id, 0)
 	if err != nil {
 		return nil, s.internal("attest", err)
 	}
-	instance := registry.NewInstanceName(res.Service)
 	if len(res.Labels) > 0 {
 		// The labels of the token are bound to the instance now: the proxy
 		// subscribes under this name and cannot choose its labels.
@@ -138,6 +164,7 @@ func (s *controlService) SignSVID(ctx context.Context, req *apiv1.SignSVIDReques
 	if err != nil {
 		return nil, s.internal("sign svid", err)
 	}
+	s.auditAgg.Signed(id.String(), "x509-svid")
 	s.logger.Info("svid renewed", telemetry.KeyIdentity, id.String(), telemetry.KeySerial, chain[0].SerialNumber.Text(16),
 		telemetry.KeyExpiry, chain[0].NotAfter, telemetry.KeyDetail, "previous serial "+leaf.SerialNumber.Text(16))
 	return &apiv1.SignSVIDResponse{Svid: svidMessage(id, chain), Bundle: derCerts(s.ca.Roots())}, nil
@@ -156,6 +183,7 @@ func (s *controlService) SignJWTSVID(ctx context.Context, req *apiv1.SignJWTSVID
 	if err != nil {
 		return nil, s.internal("sign jwt-svid", err)
 	}
+	s.auditAgg.Signed(id.String(), "jwt-svid")
 	return &apiv1.SignJWTSVIDResponse{Token: token}, nil
 }
 
@@ -184,6 +212,12 @@ func (s *controlService) Report(ctx context.Context, req *apiv1.ReportRequest) (
 	if s.denials != nil {
 		s.denials.add(id.String(), req.GetDenials())
 	}
+	if s.graph != nil {
+		s.graph.Add(id.String(), req.GetEdges())
+	}
+	if s.alerts != nil {
+		s.alerts.ObserveReport(id, req, s.clock.Now())
+	}
 	return &apiv1.ReportResponse{}, nil
 }
 
@@ -196,6 +230,7 @@ func (s *controlService) callerWorkload(ctx context.Context) (spiffeid.ID, *x509
 	}
 	w, err := identity.ParseWorkloadID(id)
 	if err != nil {
+		s.auditAgg.Failure(audit.FailureProxy, remoteAddr(ctx), id.String(), "not a workload identity")
 		return id, nil, status.Error(codes.PermissionDenied, "not a workload identity")
 	}
 	return id, leaf, s.checkNotRevoked(ctx, leaf, w, "")
@@ -213,6 +248,9 @@ func (s *controlService) checkNotRevoked(ctx context.Context, leaf *x509.Certifi
 	}
 	s.logger.Warn("revoked proxy refused", telemetry.KeyIdentity, w.Namespace+"/"+w.Account, telemetry.KeyInstance, instance,
 		telemetry.KeySerial, leaf.SerialNumber.Text(16), telemetry.KeyRemote, remoteAddr(ctx))
+	if id, err := x509svid.IDFromCert(leaf); err == nil {
+		s.auditAgg.Failure(audit.FailureProxy, remoteAddr(ctx), id.String(), "revoked svid")
+	}
 	return status.Error(codes.PermissionDenied, "revoked: attest again with a new join token")
 }
 
@@ -259,6 +297,7 @@ func (s *controlService) Subscribe(stream apiv1.Control_SubscribeServer) error {
 	}
 	if !ok {
 		s.logger.Warn("subscribe refused: identity not attested for service", telemetry.KeyIdentity, id.String(), telemetry.KeyService, svc.String())
+		s.auditAgg.Failure(audit.FailureProxy, remoteAddr(ctx), id.String(), "identity not attested for the service")
 		return status.Errorf(codes.PermissionDenied, "identity %s was not attested for service %s", id, svc)
 	}
 	if err := s.checkNotRevoked(ctx, leaf, w, node.GetInstance()); err != nil {
@@ -431,6 +470,15 @@ func (s *controlService) Subscribe(stream apiv1.Control_SubscribeServer) error {
 // The TLS layer already verified the chain; the expiry is checked again
 // here because a connection may outlive its certificate.
 func (s *controlService) peerSVID(ctx context.Context) (spiffeid.ID, *x509.Certificate, error) {
+	id, leaf, err := s.verifiedPeer(ctx)
+	if err != nil {
+		s.auditAgg.Failure(audit.FailureProxy, remoteAddr(ctx), "", status.Convert(err).Message())
+	}
+	return id, leaf, err
+}
+
+// verifiedPeer is peerSVID without the failure accounting.
+func (s *controlService) verifiedPeer(ctx context.Context) (spiffeid.ID, *x509.Certificate, error) {
 	p, ok := peer.FromContext(ctx)
 	if !ok {
 		return spiffeid.ID{}, nil, status.Error(codes.Unauthenticated, "no peer")

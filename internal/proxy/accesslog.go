@@ -4,8 +4,12 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/bulwarkmesh/bulwark/internal/graph"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/bulwarkmesh/bulwark/internal/policy"
 	"github.com/bulwarkmesh/bulwark/internal/telemetry"
@@ -45,6 +49,10 @@ type logInfo struct {
 	fault    string
 	attempts int
 	start    time.Time
+	// query is the raw query as sent (logged masked).
+	query string
+	// span is the request's span, nil when tracing is off (trace.go).
+	span trace.Span
 }
 
 func (i *logInfo) setDecision(d *policy.Decision) {
@@ -85,9 +93,21 @@ func policyRule(policy string, rule int) string {
 func (e *Engine) finish(r *http.Request, rw *recorder, info *logInfo) {
 	status, g := rw.status(), grpcStatusOf(rw)
 	e.metrics.count(info, status, g)
+	e.countService(r, info, status, g)
 	if info.denied != 0 {
 		e.denied(r, info)
 	}
+	if e.cfg.OnRequest != nil && info.source != "" && info.destination != "" {
+		// Between sidecars every request is mTLS; an egress destination
+		// (a host, not namespace/name) is not.
+		e.cfg.OnRequest(graph.Observation{
+			Direction: info.direction, Source: info.source, Destination: info.destination, Method: r.Method,
+			Path: info.path, Status: status, Denied: info.denied != 0, DryRunDenied: strings.HasPrefix(info.dryRun, "would deny"),
+			MTLS:    info.direction == telemetry.DirectionInbound || strings.IndexByte(info.destination, '/') >= 0,
+			Latency: time.Since(info.start),
+		})
+	}
+	e.endSpan(r, info, status)
 	e.logRequest(r, rw, info, status, g)
 }
 
@@ -105,7 +125,7 @@ func (e *Engine) denied(r *http.Request, info *logInfo) {
 	d := Denial{
 		Direction: info.direction, Source: info.source, Destination: info.destination,
 		Method: cut(r.Method, maxDenialMethod), Path: cutPath(info.path), Policy: info.policy, Rule: info.rule,
-		Reason: cut(info.reason, maxDenialReason), Status: info.denied,
+		Reason: cut(e.redact.Text(info.reason), maxDenialReason), Status: info.denied,
 	}
 	if d.Policy == "" {
 		d.Rule = -1
@@ -129,8 +149,23 @@ func cut(s string, n int) string {
 	return s[:n]
 }
 
+// logHeader is a request header the access log line carries: its
+// canonical name and its key in the line (lower case).
+type logHeader struct{ canonical, key string }
+
+// Bounds of what the access log line carries of a request (after
+// redaction).
+const (
+	maxLogQuery     = 1 << 10
+	maxLogUserAgent = 256
+	maxLogRequestID = 128
+	maxLogHeader    = 256
+)
+
 // logRequest writes the access log line. Denials are logged at Warn so they
-// stand out; the query string is never logged.
+// stand out. What the request carries (query, user agent, request ID, the
+// headers of Config.LogHeaders) is masked by the Redactor and cut; the
+// body is never logged.
 func (e *Engine) logRequest(r *http.Request, rw *recorder, info *logInfo, status int, g grpcLabel) {
 	level := slog.LevelInfo
 	if info.decision == telemetry.DecisionDeny {
@@ -152,7 +187,7 @@ func (e *Engine) logRequest(r *http.Request, rw *recorder, info *logInfo, status
 		attrs = append(attrs, slog.String(telemetry.KeyDecision, info.decision))
 	}
 	if info.reason != "" {
-		attrs = append(attrs, slog.String(telemetry.KeyReason, info.reason))
+		attrs = append(attrs, slog.String(telemetry.KeyReason, e.redact.Text(info.reason)))
 	}
 	if info.policy != "" {
 		attrs = append(attrs, slog.String(telemetry.KeyPolicy, policyRule(info.policy, info.rule)))
@@ -179,10 +214,37 @@ func (e *Engine) logRequest(r *http.Request, rw *recorder, info *logInfo, status
 		attrs = append(attrs, slog.Int(telemetry.KeyAttempts, info.attempts))
 	}
 	if info.detail != "" {
-		attrs = append(attrs, slog.String(telemetry.KeyDetail, info.detail))
+		attrs = append(attrs, slog.String(telemetry.KeyDetail, e.redact.Text(info.detail)))
 	}
 	if rw.detail != "" {
-		attrs = append(attrs, slog.String(telemetry.KeyErr, rw.detail))
+		attrs = append(attrs, slog.String(telemetry.KeyErr, e.redact.Text(rw.detail)))
+	}
+	if info.query != "" {
+		attrs = append(attrs, slog.String(telemetry.KeyQuery, cut(e.redact.Query(info.query), maxLogQuery)))
+	}
+	if ua := r.Header.Get("User-Agent"); ua != "" {
+		attrs = append(attrs, slog.String(telemetry.KeyUserAgent, cut(e.redact.Text(ua), maxLogUserAgent)))
+	}
+	if id := r.Header.Get("X-Request-Id"); id != "" {
+		attrs = append(attrs, slog.String(telemetry.KeyRequestID, cut(e.redact.Text(id), maxLogRequestID)))
+	}
+	if id := traceID(info); id != "" {
+		attrs = append(attrs, slog.String(telemetry.KeyTraceID, id))
+	}
+	if r.ContentLength > 0 {
+		attrs = append(attrs, slog.Int64(telemetry.KeyBytesIn, r.ContentLength))
+	}
+	attrs = append(attrs, slog.Int64(telemetry.KeyBytesOut, rw.written))
+	if len(e.logHeaders) > 0 {
+		hs := make([]any, 0, len(e.logHeaders))
+		for _, h := range e.logHeaders {
+			if vs := r.Header.Values(h.canonical); len(vs) > 0 {
+				hs = append(hs, slog.String(h.key, cut(e.redact.Header(h.canonical, strings.Join(vs, ", ")), maxLogHeader)))
+			}
+		}
+		if len(hs) > 0 {
+			attrs = append(attrs, slog.Group(telemetry.KeyHeaders, hs...))
+		}
 	}
 	e.access.LogAttrs(r.Context(), level, "request", attrs...)
 }
@@ -192,6 +254,8 @@ type recorder struct {
 	http.ResponseWriter
 	code   int
 	detail string
+	// written counts the response body bytes written through it.
+	written int64
 }
 
 func newRecorder(w http.ResponseWriter) *recorder { return &recorder{ResponseWriter: w} }
@@ -207,7 +271,9 @@ func (r *recorder) Write(b []byte) (int, error) {
 	if r.code == 0 {
 		r.code = http.StatusOK
 	}
-	return r.ResponseWriter.Write(b)
+	n, err := r.ResponseWriter.Write(b)
+	r.written += int64(n)
+	return n, err
 }
 
 // Unwrap lets http.ResponseController reach the underlying writer (flush,

@@ -30,7 +30,8 @@
 // removed in both directions; the inbound side sets
 // X-Forwarded-Client-Cert for the app (Envoy's format: By=<this proxy's
 // SPIFFE ID>;URI=<caller's SPIFFE ID>). Every request produces one access log
-// line; query strings are never logged. The line says audit=true with the
+// line; secrets in it (and in spans and denial reports) are masked by
+// Config.Redactor, and bodies are never logged. The line says audit=true with the
 // AUDIT policy that matched, and dry_run="would deny by ns/name#rule2"
 // when a dry-run policy would change the decision.
 //
@@ -66,10 +67,13 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/net/http/httpguts"
 
 	apiv1 "github.com/bulwarkmesh/bulwark/api/v1alpha1"
 	"github.com/bulwarkmesh/bulwark/internal/balancer"
 	"github.com/bulwarkmesh/bulwark/internal/clock"
+	"github.com/bulwarkmesh/bulwark/internal/graph"
 	"github.com/bulwarkmesh/bulwark/internal/identity"
 	"github.com/bulwarkmesh/bulwark/internal/mtls"
 	"github.com/bulwarkmesh/bulwark/internal/pathnorm"
@@ -94,13 +98,26 @@ type Config struct {
 	// Clock paces the denial log. Default: the wall clock.
 	Clock clock.Clock
 	// Metrics, if set, is where the engine registers its counters
-	// (bulwark_requests_total, bulwark_authz_decisions_total, ...).
-	// Default: none; they are still counted.
+	// (bulwark_requests_total, bulwark_authz_decisions_total, ...) and
+	// its per-service series (bulwark_service_requests_total,
+	// bulwark_request_duration_seconds). Default: none; the counters are
+	// still counted, the per-service series are not recorded at all (the
+	// data path skips them).
 	Metrics prometheus.Registerer
 	// OnDeny, if set, is called with every request the engine denies (401
 	// or 403) whose caller and path are known, on the request's goroutine:
 	// it must not block.
 	OnDeny func(Denial)
+	// OnRequest, if set, is called with every answered request, in both
+	// directions and whatever its outcome, whose caller and destination
+	// are known, on the request's goroutine: it must not block (the
+	// sidecar aggregates them into the service graph, graph.Recorder).
+	OnRequest func(graph.Observation)
+	// OnAuthFailure, if set, is called with every failed authentication of
+	// a peer on a listener prepared with InboundListener: its address, its
+	// SPIFFE ID when it presented a verified one ("" else), and one of the
+	// fixed reasons graph.Reason*. It must not block.
+	OnAuthFailure func(addr, source, reason string)
 	// Locality of this proxy: locality-aware load balancing prefers
 	// endpoints in its zone, then its region. Zero: unknown.
 	Locality balancer.Locality
@@ -109,6 +126,17 @@ type Config struct {
 	// TLS, prior knowledge, so that trailers pass), or ProtocolTCP (the
 	// inbound side then takes CONNECT tunnels only).
 	AppProtocol string
+	// Tracer, if set, gives every request a span (trace.go). Default:
+	// none, and traceparent headers pass untouched.
+	Tracer trace.TracerProvider
+	// Redactor masks secrets in the access log, the process log, spans
+	// and denial reports. Default: telemetry.DefaultRedactor() (redaction
+	// cannot be turned off).
+	Redactor *telemetry.Redactor
+	// LogHeaders are request header names whose values the access log
+	// line carries (under "headers", masked by the Redactor). Default:
+	// none.
+	LogHeaders []string
 }
 
 // Engine forwards requests.
@@ -116,6 +144,10 @@ type Engine struct {
 	cfg    Config
 	logger *slog.Logger
 	access *slog.Logger
+	// tracer is nil when tracing is off; redact is never nil.
+	tracer     trace.Tracer
+	redact     *telemetry.Redactor
+	logHeaders []logHeader
 
 	table   atomic.Pointer[table]
 	metrics *metrics
@@ -174,11 +206,25 @@ func New(cfg Config) (*Engine, error) {
 		dstates:      &destStates{clock: clock.OrReal(cfg.Clock), metrics: m, m: map[string]*destState{}},
 		rates:        map[string]*rateLimit{},
 		mirrors:      make(chan struct{}, maxMirrors),
+		redact:       cfg.Redactor,
+	}
+	if e.redact == nil {
+		e.redact = telemetry.DefaultRedactor()
+	}
+	if cfg.Tracer != nil {
+		e.tracer = cfg.Tracer.Tracer(tracerName)
+	}
+	for _, h := range cfg.LogHeaders {
+		if !httpguts.ValidHeaderFieldName(h) {
+			return nil, fmt.Errorf("proxy: log header %q: not a header name", h)
+		}
+		e.logHeaders = append(e.logHeaders, logHeader{canonical: http.CanonicalHeaderKey(h), key: strings.ToLower(h)})
 	}
 	e.denies = newDenyLog(e.logger, clock.OrReal(cfg.Clock), denyLogEvery, denyLogEdges)
 	e.pool = newPool(func(want spiffeid.ID) *tls.Config {
 		return mtls.Mesh{SVID: cfg.SVID, Bundle: cfg.Bundle, Revoked: e.refuser(telemetry.DirectionOutbound)}.ClientConfig(want)
 	}, e.revoked)
+	e.pool.onHandshake = func(result string) { m.handshake(dirOutbound, result) }
 	switch cfg.AppProtocol {
 	case "", ProtocolHTTP, ProtocolHTTP2, ProtocolGRPC, ProtocolTCP:
 	default:
@@ -245,6 +291,9 @@ func (e *Engine) apply(snap *apiv1.Snapshot, lkg bool) error {
 	e.attachEgress(t)
 	prev := e.table.Load()
 	e.table.Store(t)
+	if sm := e.metrics.services; sm != nil {
+		sm.retain(knownLabels(t, e.selfServices[0]))
+	}
 	if added := newlyRevoked(prev, t); len(added) > 0 {
 		e.logger.Warn("peer svids revoked", telemetry.KeyCount, len(added), telemetry.KeySerial, added, telemetry.KeyVersion, t.version)
 	}
@@ -317,13 +366,103 @@ func (e *Engine) refuser(direction string) mtls.Revoked {
 // closed when its peer's certificate expires, or when a later snapshot
 // revokes it.
 func (e *Engine) InboundListener(ln net.Listener, td spiffeid.TrustDomain) (net.Listener, *tls.Config) {
-	el, cfg := mtls.ExpireConnections(ln, mtls.Mesh{
+	// Handshakes are counted on the accepted connections, under the
+	// expiry tracking (which must see its own connections).
+	hc := telemetry.NewHandshakeCounter(func(result string) { e.metrics.handshake(dirInbound, result) })
+	el, cfg := mtls.ExpireConnections(hc.Listener(ln), mtls.Mesh{
 		SVID: e.cfg.SVID, Bundle: e.cfg.Bundle, TrustDomain: td, Revoked: e.refuser(telemetry.DirectionInbound),
 	}.ServerConfig())
+	cfg = hc.Config(cfg)
+	if e.cfg.OnAuthFailure != nil {
+		cfg = e.reportAuthFailures(cfg)
+	}
 	e.mu.Lock()
 	e.inbound = append(e.inbound, el)
 	e.mu.Unlock()
 	return el, cfg
+}
+
+// reportAuthFailures returns cfg (an inbound listener's config) with its
+// certificate checks also reporting failures to OnAuthFailure, with the
+// peer's address: no certificate (the config asks for one and then
+// requires it itself, so that such a client is seen; the handshake fails
+// as before), a certificate that is not a trusted workload SVID, a revoked
+// one, or no h2. Handshakes the TLS layer fails before these checks (not
+// TLS, no shared version) are not reported.
+func (e *Engine) reportAuthFailures(cfg *tls.Config) *tls.Config {
+	out := cfg.Clone()
+	inner := cfg.GetConfigForClient
+	out.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		c := cfg
+		if inner != nil {
+			got, err := inner(hello)
+			if err != nil {
+				return nil, err
+			}
+			if got != nil {
+				c = got
+			}
+		}
+		var addr string
+		if hello.Conn != nil {
+			addr = hello.Conn.RemoteAddr().String()
+		}
+		w := c.Clone()
+		w.GetConfigForClient = nil
+		requireCert := false
+		if w.ClientAuth == tls.RequireAnyClientCert {
+			w.ClientAuth, requireCert = tls.RequestClientCert, true
+		}
+		verifyPeer, verifyConn := w.VerifyPeerCertificate, w.VerifyConnection
+		w.VerifyPeerCertificate = func(raw [][]byte, chains [][]*x509.Certificate) error {
+			if requireCert && len(raw) == 0 {
+				e.cfg.OnAuthFailure(addr, "", graph.ReasonNoSVID)
+				return errors.New("tls: client didn't provide a certificate")
+			}
+			if verifyPeer == nil {
+				return nil
+			}
+			err := verifyPeer(raw, chains)
+			if err != nil {
+				reason := graph.ReasonUntrustedSVID
+				if len(raw) == 0 {
+					reason = graph.ReasonNoSVID
+				}
+				e.cfg.OnAuthFailure(addr, "", reason)
+			}
+			return err
+		}
+		w.VerifyConnection = func(cs tls.ConnectionState) error {
+			if requireCert && len(cs.PeerCertificates) == 0 {
+				e.cfg.OnAuthFailure(addr, "", graph.ReasonNoSVID)
+				return errors.New("tls: client didn't provide a certificate")
+			}
+			if verifyConn == nil {
+				return nil
+			}
+			err := verifyConn(cs)
+			if err == nil {
+				return nil
+			}
+			reason, source := graph.ReasonTLSHandshake, ""
+			if len(cs.PeerCertificates) == 0 {
+				reason = graph.ReasonNoSVID
+			} else {
+				if id, idErr := x509svid.IDFromCert(cs.PeerCertificates[0]); idErr == nil {
+					source = id.String()
+				}
+				if e.revoked(cs.PeerCertificates[0]) {
+					reason = graph.ReasonRevoked
+				} else if cs.NegotiatedProtocol == mtls.ProtoH2 {
+					reason, source = graph.ReasonUntrustedSVID, ""
+				}
+			}
+			e.cfg.OnAuthFailure(addr, source, reason)
+			return err
+		}
+		return w, nil
+	}
+	return out
 }
 
 // Version returns the version of the current snapshot, 0 before the first.
@@ -372,6 +511,7 @@ func (e *Engine) Upstream(svc identity.ServiceRef) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rw := newRecorder(w)
 		info := &logInfo{direction: telemetry.DirectionOutbound, source: e.selfID(), destination: svc.String(), start: time.Now()}
+		e.startSpan(r, info, trace.SpanKindClient)
 		defer e.finish(r, rw, info)
 		path, query, ok := e.hygiene(rw, info, r, r.RequestURI)
 		if !ok {
@@ -441,7 +581,9 @@ func (e *Engine) hygiene(rw *recorder, info *logInfo, r *http.Request, target st
 		e.reject(rw, info, http.StatusBadRequest, "bad request", err.Error())
 		return "", "", false
 	}
-	info.path = path
+	// What is logged, reported and traced of the path has its
+	// credential-carrying segments masked.
+	info.path, info.query = e.redact.Path(path), query
 	return path, query, true
 }
 
@@ -467,6 +609,7 @@ func (e *Engine) inboundTable(rw *recorder, r *http.Request, info *logInfo) (*ta
 func (e *Engine) serveInbound(w http.ResponseWriter, r *http.Request) {
 	rw := newRecorder(w)
 	info := &logInfo{direction: telemetry.DirectionInbound, destination: e.cfg.Service.String(), start: time.Now()}
+	e.startSpan(r, info, trace.SpanKindServer)
 	defer e.finish(r, rw, info)
 
 	peer, err := peerID(r, info.start)
@@ -476,6 +619,9 @@ func (e *Engine) serveInbound(w http.ResponseWriter, r *http.Request) {
 		// connection may outlive the certificate, so expiry is checked
 		// for every request.
 		info.label = labelPeerUnverified
+		if e.cfg.OnAuthFailure != nil {
+			e.cfg.OnAuthFailure(r.RemoteAddr, peer, graph.ReasonPeerUnverified)
+		}
 		e.reject(rw, info, http.StatusForbidden, "forbidden", err.Error())
 		return
 	}
@@ -540,6 +686,7 @@ func (e *Engine) serveInbound(w http.ResponseWriter, r *http.Request) {
 
 	stripIdentityHeaders(r.Header)
 	r.Header.Set(xfcc, "By="+e.selfID()+";URI="+peer)
+	e.injectTrace(info, r.Header)
 	setTarget(r, "http", e.cfg.App, e.cfg.Service.Host(), path, query)
 	if upgrade != "" {
 		e.upgradeToApp(rw, r, info, upgrade)
@@ -551,6 +698,7 @@ func (e *Engine) serveInbound(w http.ResponseWriter, r *http.Request) {
 func (e *Engine) serveOutbound(w http.ResponseWriter, r *http.Request) {
 	rw := newRecorder(w)
 	info := &logInfo{direction: telemetry.DirectionOutbound, source: e.selfID(), start: time.Now()}
+	e.startSpan(r, info, trace.SpanKindClient)
 	defer e.finish(r, rw, info)
 
 	if r.Method == http.MethodConnect {
@@ -619,7 +767,7 @@ func (e *Engine) upstreamError(w http.ResponseWriter, r *http.Request, err error
 	if rw, ok := w.(*recorder); ok {
 		rw.detail = err.Error()
 	}
-	e.logger.Debug("upstream error", telemetry.KeyPath, r.URL.Path, telemetry.KeyErr, err)
+	e.logger.Debug("upstream error", telemetry.KeyPath, e.redact.Path(r.URL.EscapedPath()), telemetry.KeyErr, e.redact.Text(err.Error()))
 	if status != 499 {
 		http.Error(w, msg, status)
 	}

@@ -8,6 +8,9 @@
 // shutdown). POST /drain on the admin listener drains it without stopping
 // it. It reports the engine's denials to the control plane, aggregated,
 // every 10 seconds on the Subscribe stream's connection (report.go).
+// It owns the process's tracer provider (Config.Trace: spans exported over
+// OTLP, the queue flushed on the way out) and the Redactor that masks
+// secrets in its logs, spans and reports.
 //
 // Only listeners whose flags are given are opened, so many proxies run on
 // one host. The inbound listener opens only once the proxy holds an SVID.
@@ -36,6 +39,7 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"go.opentelemetry.io/otel/trace"
 
 	apiv1 "github.com/bulwarkmesh/bulwark/api/v1alpha1"
 	"github.com/bulwarkmesh/bulwark/internal/attest"
@@ -123,6 +127,17 @@ type Config struct {
 	// listeners stopped accepting; then their connections are closed.
 	// Default: 15s.
 	ShutdownTimeout time.Duration
+	// Trace configures tracing: off when Trace.Endpoint is empty. Run sets
+	// its Service and Logger. Trace.Sampling zero records no new trace
+	// (the CLI's default is telemetry.DefaultTraceSampling).
+	Trace telemetry.TracingConfig
+	// RedactHeaders and RedactQuery are header and query parameter names
+	// masked in logs, spans and reports, in addition to the defaults
+	// (telemetry.Redactor; the defaults cannot be turned off).
+	RedactHeaders, RedactQuery []string
+	// LogHeaders are request headers the access log line carries,
+	// masked. Default: none.
+	LogHeaders []string
 
 	// workloadSocket is the path of WorkloadAPI, and locality the parsed
 	// Locality, set by validate.
@@ -361,11 +376,34 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	redactor, err := telemetry.NewRedactor(cfg.RedactHeaders, cfg.RedactQuery)
+	if err != nil {
+		return fmt.Errorf("proxy config: %w", err)
+	}
+	// The tracer provider lives as long as the proxy: spans still queued
+	// are exported on the way out.
+	cfg.Trace.Service, cfg.Trace.Logger = cfg.Service.String(), logger
+	tracing, err := telemetry.NewTracing(cfg.Trace)
+	if err != nil {
+		return fmt.Errorf("proxy config: %w", err)
+	}
+	defer func() {
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), traceFlushTimeout)
+		defer cancel()
+		if err := tracing.Shutdown(fctx); err != nil {
+			logger.Warn("trace flush failed", telemetry.KeyErr, err)
+		}
+	}()
+	var tracer trace.TracerProvider
+	if tracing.Enabled() {
+		tracer = tracing.Provider()
+	}
 	engine, err := proxy.New(proxy.Config{
 		Service: cfg.Service, App: cfg.App, SVID: mgr, Bundle: mgr,
 		Logger: logger, AccessLog: cfg.AccessLog.With(telemetry.KeyComponent, "proxy", telemetry.KeyService, cfg.Service.String()),
-		Clock: cfg.Clock, Metrics: reg, OnDeny: reports.record,
+		Clock: cfg.Clock, Metrics: engineMetrics(reg, cfg.Metrics), OnDeny: reports.record, OnRequest: reports.observe, OnAuthFailure: reports.authFailure,
 		AppProtocol: cfg.AppProtocol, Locality: cfg.locality,
+		Tracer: tracer, Redactor: redactor, LogHeaders: cfg.LogHeaders,
 	})
 	if err != nil {
 		return err
@@ -374,6 +412,9 @@ func Run(ctx context.Context, cfg Config) error {
 	sub = &subscriber{
 		client: client, mgr: mgr, engine: engine, service: cfg.Service, advertise: cfg.Advertise,
 		locality: cfg.Locality, protocol: cfg.AppProtocol, dataDir: cfg.DataDir, clock: cfg.Clock, logger: logger, applied: make(chan struct{}),
+	}
+	if sub.snapshots, err = newSnapshotMetrics(reg, engine.Version); err != nil {
+		return err
 	}
 	var wapi *workloadapi.Server
 	if cfg.WorkloadAPI != "" {
@@ -613,6 +654,10 @@ func shutdown(ctx context.Context, cfg Config, sub *subscriber, dataPath *server
 	left := sub.leave(lctx)
 	logger.Info("shutdown: left the mesh", telemetry.KeyPhase, "leave", telemetry.KeyDetail, fmt.Sprintf("control plane told: %v", left))
 }
+
+// traceFlushTimeout bounds the export of the spans still queued when the
+// proxy stops.
+const traceFlushTimeout = 5 * time.Second
 
 // leaveTimeout bounds the wait for the control plane to record that a
 // proxy leaves.

@@ -1,7 +1,10 @@
 // Package telemetry owns what Bulwark's processes say about themselves: the
 // constant keys of structured log fields (so every log line of every process
 // uses the same names), logger construction, and the Prometheus registry
-// each daemon serves its metrics from (NewRegistry; there is no global one).
+// each daemon serves its metrics from (NewRegistry; there is no global one),
+// the tracer provider of a process (NewTracing; none global either), the
+// Redactor that masks secrets in everything logged or exported, and the
+// bounded results of TLS handshakes (HandshakeResult, HandshakeCounter).
 //
 // The logging rule: messages are constant strings; everything variable goes
 // in fields whose keys are the constants below. Loggers are passed through
@@ -68,6 +71,16 @@ const (
 	KeyDryRun       = "dry_run"
 	KeySuppressed   = "suppressed"
 	KeyReporter     = "reporter"
+	KeyDetector     = "detector"
+	KeySeverity     = "severity"
+	KeySubject      = "subject"
+	KeyQuery        = "query"
+	KeyUserAgent    = "user_agent"
+	KeyRequestID    = "request_id"
+	KeyTraceID      = "trace_id"
+	KeyBytesIn      = "bytes_in"
+	KeyBytesOut     = "bytes_out"
+	KeyHeaders      = "headers"
 )
 
 // Directions of a proxied request, the value of KeyDirection.
