@@ -475,6 +475,9 @@ Bulwark mesh %q is up: %d service(s), trust domain %s.
   Operate it:      export BULWARK_CONFIG=%s
                    bulwark get proxies -A
                    bulwark get policies
+  See it:          bulwark top              (live calls per edge; bulwark graph prints them)
+                   bulwark get alerts       (the rogue's denials raise one)
+                   bulwark audit verify     (every change is in a hash-chained log)
   Stop:            Ctrl-C
 
 `, mesh.Metadata.Name, countServices(mesh), mesh.Spec.TrustDomain, info.URL, entry, visitor, info.CredentialPath)

@@ -92,8 +92,23 @@ func TestUpShop(t *testing.T) {
 		}
 	}
 
-	// The catalog canary: all of it to v2, which also sells a desk.
+	// What the banner's "See it" lines promise: the graph has the shop's
+	// edges, the rogue's denials raised an alert, the audit log verifies.
 	env := []string{"BULWARK_CONFIG=" + cred}
+	eventually(t, 30*time.Second, "the graph and the rogue's alert", func() error {
+		if out, errOut, code := cli(t, env, "", "graph", "-A"); code != 0 || !strings.Contains(out, "default/web") || !strings.Contains(out, "default/catalog") {
+			return fmt.Errorf("bulwark graph -A: exit %d %s\n%s", code, errOut, out)
+		}
+		if out, errOut, code := cli(t, env, "", "get", "alerts", "-A"); code != 0 || !strings.Contains(out, "rogue") {
+			return fmt.Errorf("bulwark get alerts -A: exit %d %s\n%s", code, errOut, out)
+		}
+		return nil
+	})
+	if out, errOut, code := cli(t, env, "", "audit", "verify"); code != 0 {
+		t.Errorf("bulwark audit verify: exit %d %s\n%s", code, errOut, out)
+	}
+
+	// The catalog canary: all of it to v2, which also sells a desk.
 	mustCLI(t, env, "route", "set-weights", "default/catalog-canary", "v1=0", "v2=100")
 	eventually(t, 20*time.Second, "the catalog canary at 100% v2", func() error {
 		for range 5 {
