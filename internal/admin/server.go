@@ -127,9 +127,9 @@ func New(cfg Config) (*Server, error) {
 	s.mux.Handle("POST /v1/apply", s.operator(s.apply))
 	s.mux.Handle("POST /v1/delete", s.operator(s.deleteMany))
 	s.mux.Handle("GET /v1/{plural}", s.operator(s.list))
-	s.mux.Handle("GET /v1/denials", s.operator(s.denials))
-	s.mux.Handle("GET /v1/edges", s.operator(s.edges))
-	s.mux.Handle("GET /v1/alerts", s.operator(s.alerts))
+	s.mux.Handle("GET /v1/denials", s.operator(s.serveView(config.KindDenial)))
+	s.mux.Handle("GET /v1/edges", s.operator(s.serveView(config.KindEdge)))
+	s.mux.Handle("GET /v1/alerts", s.operator(s.serveView(config.KindAlert)))
 	s.mux.Handle("GET /v1/namespaces/{ns}/{plural}/{name}", s.operator(s.get))
 	s.mux.Handle("DELETE /v1/namespaces/{ns}/{plural}/{name}", s.operator(s.deleteOne))
 	s.mux.Handle("POST /v1/tokens", s.operator(s.createToken))
@@ -414,12 +414,9 @@ func (s *Server) objects(ctx context.Context, kind, ns string) ([]config.Object,
 		return s.proxies(ctx, ns)
 	case kind == config.KindService:
 		return s.services(ctx, ns)
-	case kind == config.KindDenial:
-		return s.denialObjects(ns)
-	case kind == config.KindEdge:
-		return s.edgeObjects(ns)
-	case kind == config.KindAlert:
-		return s.alertObjects(ns)
+	}
+	if v, ok := s.viewOf(kind); ok {
+		return s.viewObjects(v, ns)
 	}
 	return nil, notFound("unknown kind " + kind)
 }

@@ -305,32 +305,8 @@ func (e errReportServes) Unwrap() error { return e.err }
 
 // checkDenial validates one entry; the error starts with the field name.
 func checkDenial(d *apiv1.Denial, now time.Time) error {
-	switch d.GetDirection() {
-	case telemetry.DirectionInbound, telemetry.DirectionOutbound:
-	default:
-		return fmt.Errorf("direction: %q is not inbound or outbound", clip(d.GetDirection()))
-	}
-	if err := checkText("source", d.GetSource(), maxDenialID); err != nil {
+	if err := checkRequestKind(d.GetDirection(), d.GetSource(), d.GetDestination(), d.GetMethod(), d.GetPath(), maxDenialPath); err != nil {
 		return err
-	}
-	if _, err := spiffeid.FromString(d.GetSource()); err != nil {
-		return fmt.Errorf("source: %v", err)
-	}
-	ref, err := identity.ParseServiceRef(d.GetDestination(), "")
-	if (err != nil || ref.String() != d.GetDestination()) && !(d.GetDirection() == telemetry.DirectionOutbound && egressHost(d.GetDestination())) {
-		return fmt.Errorf("destination: %q is not namespace/name (or, outbound, a host name)", clip(d.GetDestination()))
-	}
-	if err := checkText("method", d.GetMethod(), maxDenialMethod); err != nil {
-		return err
-	}
-	if d.GetMethod() == "" {
-		return fmt.Errorf("method: required")
-	}
-	if err := checkText("path", d.GetPath(), maxDenialPath); err != nil {
-		return err
-	}
-	if p := d.GetPath(); (p == "" || p[0] != '/') && !(p == "" && d.GetMethod() == "CONNECT") {
-		return fmt.Errorf("path: %q does not start with / (only a CONNECT tunnel has none)", clip(p))
 	}
 	if p := d.GetPolicy(); p != "" {
 		ref, err := identity.ParseServiceRef(p, "")
@@ -368,6 +344,40 @@ func checkDenial(d *apiv1.Denial, now time.Time) error {
 // maxClockSkew is how far ahead of the control plane's clock a proxy's may
 // be.
 const maxClockSkew = 5 * time.Minute
+
+// checkRequestKind validates what a denial and an edge both say of their
+// requests: direction, source, destination, method and path (at most
+// maxPath bytes); the error starts with the field name.
+func checkRequestKind(direction, source, destination, method, path string, maxPath int) error {
+	switch direction {
+	case telemetry.DirectionInbound, telemetry.DirectionOutbound:
+	default:
+		return fmt.Errorf("direction: %q is not inbound or outbound", clip(direction))
+	}
+	if err := checkText("source", source, maxDenialID); err != nil {
+		return err
+	}
+	if _, err := spiffeid.FromString(source); err != nil {
+		return fmt.Errorf("source: %v", err)
+	}
+	ref, err := identity.ParseServiceRef(destination, "")
+	if (err != nil || ref.String() != destination) && !(direction == telemetry.DirectionOutbound && egressHost(destination)) {
+		return fmt.Errorf("destination: %q is not namespace/name (or, outbound, a host name)", clip(destination))
+	}
+	if err := checkText("method", method, maxDenialMethod); err != nil {
+		return err
+	}
+	if method == "" {
+		return fmt.Errorf("method: required")
+	}
+	if err := checkText("path", path, maxPath); err != nil {
+		return err
+	}
+	if (path == "" || path[0] != '/') && !(path == "" && method == "CONNECT") {
+		return fmt.Errorf("path: %q does not start with / (only a CONNECT tunnel has none)", clip(path))
+	}
+	return nil
+}
 
 // checkText refuses a field longer than max bytes, not UTF-8, or holding
 // control characters (which `bulwark get` would print).

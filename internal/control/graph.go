@@ -77,33 +77,9 @@ func checkGraph(ctx context.Context, req *apiv1.ReportRequest, reporter spiffeid
 
 // checkEdge validates one edge; the error starts with the field name.
 func checkEdge(e *apiv1.Edge, now time.Time, buckets int) error {
-	switch e.GetDirection() {
-	case telemetry.DirectionInbound, telemetry.DirectionOutbound:
-	default:
-		return fmt.Errorf("direction: %q is not inbound or outbound", clip(e.GetDirection()))
-	}
-	if err := checkText("source", e.GetSource(), maxDenialID); err != nil {
-		return err
-	}
-	if _, err := spiffeid.FromString(e.GetSource()); err != nil {
-		return fmt.Errorf("source: %v", err)
-	}
-	ref, err := identity.ParseServiceRef(e.GetDestination(), "")
-	if (err != nil || ref.String() != e.GetDestination()) && !(e.GetDirection() == telemetry.DirectionOutbound && egressHost(e.GetDestination())) {
-		return fmt.Errorf("destination: %q is not namespace/name (or, outbound, a host name)", clip(e.GetDestination()))
-	}
-	if err := checkText("method", e.GetMethod(), maxDenialMethod); err != nil {
-		return err
-	}
-	if e.GetMethod() == "" {
-		return fmt.Errorf("method: required")
-	}
 	p := e.GetPath()
-	if err := checkText("path", p, graph.MaxPath); err != nil {
+	if err := checkRequestKind(e.GetDirection(), e.GetSource(), e.GetDestination(), e.GetMethod(), p, graph.MaxPath); err != nil {
 		return err
-	}
-	if (p == "" || p[0] != '/') && !(p == "" && e.GetMethod() == "CONNECT") {
-		return fmt.Errorf("path: %q does not start with / (only a CONNECT tunnel has none)", clip(p))
 	}
 	for _, c := range []byte{'?', '#'} {
 		if slices.Contains([]byte(p), c) {
