@@ -273,27 +273,40 @@ func checkReport(ctx context.Context, req *apiv1.ReportRequest, reporter spiffei
 		if err := checkDenial(d, now); err != nil {
 			return fmt.Errorf("denials[%d].%w", i, err)
 		}
-		switch d.GetDirection() {
-		case telemetry.DirectionOutbound:
-			if d.GetSource() != reporter.String() {
-				return fmt.Errorf("denials[%d].source: an outbound denial's source must be the reporter, %s", i, reporter)
-			}
-		case telemetry.DirectionInbound:
-			svc, _ := identity.ParseServiceRef(d.GetDestination(), "") // checked by checkDenial
-			ok, seen := served[svc]
-			if !seen {
-				var err error
-				if ok, err = serves(ctx, svc); err != nil {
-					return errReportServes{err}
-				}
-				served[svc] = ok
-			}
-			if !ok {
-				return fmt.Errorf("denials[%d].destination: %s is not a service of the reporter, %s", i, svc, reporter)
-			}
+		if err := checkReporterSaw(ctx, d.GetDirection(), d.GetSource(), d.GetDestination(), reporter, served, serves); err != nil {
+			return fmt.Errorf("denials[%d].%w", i, err)
 		}
 	}
 	return checkGraph(ctx, req, reporter, now, served, serves)
+}
+
+// checkReporterSaw checks that the reporter could have seen what it
+// reports (a request checked by checkRequestKind): an outbound request's
+// source must be the reporter, an inbound request's destination a service
+// the reporter serves (served caches the answers of serves). The error
+// starts with the field name.
+func checkReporterSaw(ctx context.Context, direction, source, destination string, reporter spiffeid.ID,
+	served map[identity.ServiceRef]bool, serves func(context.Context, identity.ServiceRef) (bool, error)) error {
+	switch direction {
+	case telemetry.DirectionOutbound:
+		if source != reporter.String() {
+			return fmt.Errorf("source: an outbound request's source must be the reporter, %s", reporter)
+		}
+	case telemetry.DirectionInbound:
+		svc, _ := identity.ParseServiceRef(destination, "") // checked by checkRequestKind
+		ok, seen := served[svc]
+		if !seen {
+			var err error
+			if ok, err = serves(ctx, svc); err != nil {
+				return errReportServes{err}
+			}
+			served[svc] = ok
+		}
+		if !ok {
+			return fmt.Errorf("destination: %s is not a service of the reporter, %s", svc, reporter)
+		}
+	}
+	return nil
 }
 
 // errReportServes wraps a registry failure during checkReport, which is not

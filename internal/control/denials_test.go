@@ -259,7 +259,7 @@ func TestCheckReport(t *testing.T) {
 		{name: "future", denials: []*apiv1.Denial{denial(1, 0, 2*time.Hour)},
 			wantErr: "denials[0].last_seen_unix_nano: 2026-03-01T14:00:00Z is in the future"},
 		{name: "outbound_of_another_source", denials: []*apiv1.Denial{denial(1, 0, 0, func(d *apiv1.Denial) { d.Source = apiID })},
-			wantErr: "denials[0].source: an outbound denial's source must be the reporter, " + webID},
+			wantErr: "denials[0].source: an outbound request's source must be the reporter, " + webID},
 		{name: "inbound_of_another_service", denials: []*apiv1.Denial{denial(1, 0, 0, inbound, withDestination("default/api"))},
 			wantErr: "denials[0].destination: default/api is not a service of the reporter, " + webID},
 	}

@@ -47,24 +47,8 @@ func checkGraph(ctx context.Context, req *apiv1.ReportRequest, reporter spiffeid
 		if err := checkEdge(e, now, buckets); err != nil {
 			return fmt.Errorf("edges[%d].%w", i, err)
 		}
-		switch e.GetDirection() {
-		case telemetry.DirectionOutbound:
-			if e.GetSource() != reporter.String() {
-				return fmt.Errorf("edges[%d].source: an outbound edge's source must be the reporter, %s", i, reporter)
-			}
-		case telemetry.DirectionInbound:
-			svc, _ := identity.ParseServiceRef(e.GetDestination(), "") // checked by checkEdge
-			ok, seen := served[svc]
-			if !seen {
-				var err error
-				if ok, err = serves(ctx, svc); err != nil {
-					return errReportServes{err}
-				}
-				served[svc] = ok
-			}
-			if !ok {
-				return fmt.Errorf("edges[%d].destination: %s is not a service of the reporter, %s", i, svc, reporter)
-			}
+		if err := checkReporterSaw(ctx, e.GetDirection(), e.GetSource(), e.GetDestination(), reporter, served, serves); err != nil {
+			return fmt.Errorf("edges[%d].%w", i, err)
 		}
 	}
 	for i, a := range as {

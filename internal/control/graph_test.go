@@ -75,7 +75,7 @@ func TestCheckReportGraph(t *testing.T) {
 		{name: "too_many_edges", edges: manyEdges, wantErr: "edges: 501 entries, at most 500 per report"},
 		{name: "too_many_auth", auth: manyAuth, wantErr: "auth_failures: 257 entries, at most 256 per report"},
 		{name: "forged_outbound_source", edges: []*apiv1.Edge{reportedEdge(1, 0, 0, func(e *apiv1.Edge) { e.Source = apiID })},
-			wantErr: "edges[0].source: an outbound edge's source must be the reporter, " + webID},
+			wantErr: "edges[0].source: an outbound request's source must be the reporter, " + webID},
 		{name: "forged_inbound_service", edges: []*apiv1.Edge{reportedEdge(1, 0, 0, inbound, func(e *apiv1.Edge) { e.Destination = "default/api" })},
 			wantErr: "edges[0].destination: default/api is not a service of the reporter, " + webID},
 		{name: "direction", edges: []*apiv1.Edge{reportedEdge(1, 0, 0, func(e *apiv1.Edge) { e.Direction = "up" })},
