@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -617,6 +618,7 @@ func newPolicyDiffCmd(g *globals) *cobra.Command {
 		files    []string
 		output   string
 		exitCode bool
+		since    time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "diff -f DIR",
@@ -625,8 +627,12 @@ func newPolicyDiffCmd(g *globals) *cobra.Command {
 replace the live ones of the same namespace and name; the others stay): which
 edges, from a registered caller's service to a running service, the policies
 allow now and would allow after. Opened edges are printed with +, cut ones
-with -. Services that would lose every caller (which apply refuses without
---force) are listed too. Exit 0, or 1 with --exit-code when an edge changes.`,
+with -. A second set of edges comes from the traffic proxies observed within
+--since: the observed requests the live policies allow, and which of them the
+changed policies would deny (observed edges are skipped, with a note, when the
+operator may not list them). Services that would lose every caller (which apply
+refuses without --force) are listed too. Exit 0, or 1 with --exit-code when an
+edge changes.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkPolicyOutput(output, "table", "json"); err != nil {
@@ -645,6 +651,12 @@ with -. Services that would lose every caller (which apply refuses without
 				return err
 			}
 			next := policycheck.Replace(live.policies, changes)
+			sources := []policycheck.EdgeSource{policycheck.PolicySource()}
+			if observed, err := observedRequests(cmd.Context(), cl, since); err != nil {
+				fmt.Fprintf(g.io.Err, "note: observed edges left out: %v\n", err)
+			} else {
+				sources = append(sources, policycheck.ObservedSource(observed))
+			}
 			type sourceDiff struct {
 				Source string             `json:"source"`
 				Opened []policycheck.Edge `json:"opened"`
@@ -654,7 +666,7 @@ with -. Services that would lose every caller (which apply refuses without
 				diffs   []sourceDiff
 				changed bool
 			)
-			for _, src := range edgeSources() {
+			for _, src := range sources {
 				before, after := src.Edges(live.mesh, live.policies, next)
 				opened, cut := policycheck.DiffEdges(before, after)
 				diffs = append(diffs, sourceDiff{Source: src.Name, Opened: nonNil(opened), Cut: nonNil(cut)})
@@ -694,14 +706,28 @@ with -. Services that would lose every caller (which apply refuses without
 	cmd.Flags().StringArrayVarP(&files, "filename", "f", nil, "policy file, directory or - (repeatable)")
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
 	cmd.Flags().BoolVar(&exitCode, "exit-code", false, "exit 1 when an edge would be opened or cut")
+	cmd.Flags().DurationVar(&since, "since", time.Hour, "observed traffic of this window (at most 24h, the graph's retention)")
 	return cmd
 }
 
-// edgeSources lists where `policy diff` gets edges from. Observed edges
-// (reported by proxies) are added here once the visibility issue lands;
-// see policycheck.EdgeSource.
-func edgeSources() []policycheck.EdgeSource {
-	return []policycheck.EdgeSource{policycheck.PolicySource()}
+// observedRequests reads the service graph's edges of the last since and
+// returns the requests proxies let through.
+func observedRequests(ctx context.Context, cl *admin.Client, since time.Duration) ([]policycheck.Observed, error) {
+	raw, err := cl.Edges(ctx, "", since)
+	if err != nil {
+		return nil, apiErr(err)
+	}
+	objs, err := config.UnmarshalList(raw)
+	if err != nil {
+		return nil, fmt.Errorf("read edges: %w", err)
+	}
+	edges := make([]*config.Edge, 0, len(objs))
+	for _, o := range objs {
+		if e, ok := o.(*config.Edge); ok {
+			edges = append(edges, e)
+		}
+	}
+	return policycheck.ObservedFromEdges(edges), nil
 }
 
 // nonNil returns s, or an empty slice for nil, so that JSON shows [].

@@ -329,10 +329,8 @@ func sortedPolicies(byRef map[string]*config.AuthorizationPolicy) []*config.Auth
 // EdgeSource is one origin of the edges that `bulwark policy diff`
 // compares: its edges under the live policies (before) and under the
 // changed ones (after). The policy source (PolicySource) computes both
-// from the policies. Observed edges (who actually called whom, which
-// proxies will report once the visibility issue lands) are the planned
-// second source: before would be the observed edges, and after those of
-// them that AllowedEdges still finds under the changed policies.
+// from the policies; the observed source (ObservedSource) from the
+// requests proxies reported, decided under both.
 type EdgeSource struct {
 	// Name labels the source in the output, such as "policy".
 	Name string

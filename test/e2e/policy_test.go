@@ -2,6 +2,7 @@ package e2e_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -162,6 +163,15 @@ func TestPolicyLockoutGuard(t *testing.T) {
 			t.Errorf("policy diff: want %q in\n%s", want, out)
 		}
 	}
+	// The client's GET /x reaches the service graph with the proxies' next
+	// report (every 10 s): diff then also shows the observed traffic cut.
+	eventually(t, 25*time.Second, "policy diff shows the observed request cut", func() error {
+		out := mustCLI(t, m.env, "policy", "diff", "-f", change)
+		if !strings.Contains(out, "observed edges: 0 opened, 1 cut") {
+			return fmt.Errorf("policy diff: no observed cut in\n%s", out)
+		}
+		return nil
+	})
 	if _, _, code := cli(t, m.env, "", "policy", "diff", "--exit-code", "-f", change); code != 1 {
 		t.Errorf("policy diff --exit-code with a cut edge: exit %d, want 1", code)
 	}
