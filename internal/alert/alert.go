@@ -181,13 +181,14 @@ type Engine struct {
 	sinks     map[sinkKey]*sink
 	cooldowns map[string]time.Time
 	known     map[Edge]struct{}
-	// knownFrom and knownTo count the known edges of each source and
-	// destination (maxKnownPerEnd).
-	knownFrom, knownTo map[string]int
 	pending   []Edge
 	knownFull bool
 	lagSince  map[string]time.Time
 	started   time.Time
+
+	// knownFrom and knownTo count the known edges of each source and
+	// destination (maxKnownPerEnd). Guarded by mu.
+	knownFrom, knownTo map[string]int
 
 	ringMu sync.Mutex
 	ring   []*config.Alert
@@ -269,7 +270,7 @@ func newTransport() *http.Transport {
 
 // errWebhookAddr refuses a webhook connection to an address alerts are
 // never sent to.
-var errWebhookAddr = errors.New("webhook address refused: link-local, unspecified or multicast (such as a cloud metadata service)")
+var errWebhookAddr = errors.New("webhook address refused: a cloud metadata service, link-local, unspecified or multicast address")
 
 // dialControl refuses, after name resolution, a connection to an address
 // config.WebhookAddrAllowed refuses: a webhook host name that resolves to

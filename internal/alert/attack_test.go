@@ -40,6 +40,8 @@ func TestAttackWebhookURLsRefusedAtApply(t *testing.T) {
 		"http://169.254.169.254/latest/meta-data/",
 		"https://169.254.169.254/latest/meta-data/",
 		"https://169.254.170.2/v2/credentials",
+		"https://[fd00:ec2::254]/latest/meta-data/",
+		"https://100.100.100.200/latest/meta-data/",
 		"https://[fe80::1]/hook",
 		"https://[fe80::1%25eth0]/hook",
 		"https://[::ffff:169.254.169.254]/hook",

@@ -275,7 +275,7 @@ func checkWebhookURL(s string) string {
 		}
 	}
 	if a, err := netip.ParseAddr(u.Hostname()); err == nil && !WebhookAddrAllowed(a) {
-		return fmt.Sprintf("host %s is a link-local, unspecified or multicast address (such as a cloud metadata service): alerts are not sent there", u.Hostname())
+		return fmt.Sprintf("host %s is a cloud metadata service, link-local, unspecified or multicast address: alerts are not sent there", u.Hostname())
 	}
 	if u.Scheme == "http" && !loopbackHost(u.Hostname()) {
 		return "plain http:// is only allowed to a loopback host (localhost, 127.0.0.0/8, ::1): alerts carry identities and must be sent over https://"
@@ -285,13 +285,23 @@ func checkWebhookURL(s string) string {
 
 // WebhookAddrAllowed reports whether alerts may be sent to a: not a
 // link-local address (169.254.0.0/16, where cloud metadata services
-// answer, or fe80::/10), not unspecified (0.0.0.0, ::), not multicast. The
+// answer, or fe80::/10), not another known metadata service address
+// (fd00:ec2::254, 100.100.100.200, 192.0.0.192), not unspecified (0.0.0.0,
+// ::), not multicast. The
 // webhook dialer checks it again on every address a host name resolves
 // to.
 func WebhookAddrAllowed(a netip.Addr) bool {
 	a = a.Unmap()
 	return a.IsValid() && !a.IsLinkLocalUnicast() && !a.IsLinkLocalMulticast() && !a.IsInterfaceLocalMulticast() &&
-		!a.IsMulticast() && !a.IsUnspecified()
+		!a.IsMulticast() && !a.IsUnspecified() && !metadataAddrs[a]
+}
+
+// metadataAddrs are cloud metadata services outside the link-local range:
+// AWS's IPv6 endpoint, Alibaba Cloud's, Oracle Cloud's.
+var metadataAddrs = map[netip.Addr]bool{
+	netip.MustParseAddr("fd00:ec2::254"):   true,
+	netip.MustParseAddr("100.100.100.200"): true,
+	netip.MustParseAddr("192.0.0.192"):     true,
 }
 
 // loopbackHost reports whether host is "localhost" or a loopback address.

@@ -440,7 +440,7 @@ func decodeDeep(buf []byte, s string) ([]byte, bool) {
 // valueHasCredential reports whether a raw (possibly percent-encoded, once
 // or more) path segment or query value carries a credential.
 func valueHasCredential(v string) bool {
-	if HasCredential(v) {
+	if HasCredential(v) || hasJWTPart(v) {
 		return true
 	}
 	if strings.IndexByte(v, '%') < 0 && strings.IndexByte(v, '+') < 0 {
@@ -455,7 +455,34 @@ func valueHasCredential(v string) bool {
 		return true
 	}
 	start, _ := findCredential(dec)
-	return start >= 0
+	return start >= 0 || hasJWTPart(dec)
+}
+
+// minJWTPart is the shortest base64url run starting with "eyJ" that
+// hasJWTPart takes for a part of a JWT: the encoding of a JSON object of
+// at least a dozen bytes (`{"alg":"none"}` is 14).
+const minJWTPart = 16
+
+// hasJWTPart reports whether s holds a base64url run of at least
+// minJWTPart characters starting with "eyJ": the header or the payload of
+// a JWT on its own, as a client that splits a token across two query
+// parameters or path segments sends it. (Other base64-encoded JSON, such
+// as pagination cursors, is masked too: the safe mistake.)
+func hasJWTPart[T ~string | ~[]byte](s T) bool {
+	for i := 0; i+3 <= len(s); i++ {
+		if s[i] != 'e' || s[i+1] != 'y' || s[i+2] != 'J' {
+			continue
+		}
+		j := i + 3
+		for j < len(s) && (isB64URL(s[j]) || s[j] == '=') {
+			j++
+		}
+		if j-i >= minJWTPart {
+			return true
+		}
+		i = j - 1
+	}
+	return false
 }
 
 // HasCredential reports whether s contains a JWT or an HTTP "Bearer" or
