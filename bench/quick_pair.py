@@ -12,11 +12,23 @@ Configs measured in the same run, interleaved, order rotated each repetition:
            A is the client's sidecar (--upstream port), B fronts echo.
            Access logs are at warn (denials only), as HAProxy's logging is off.
 
+With --telemetry it measures what visibility costs instead (issue 7): two
+more Bulwark pairs in the same run,
+  bulwark_off  metrics, access log and tracing all off (--access-log off, no
+               --metrics, no --trace-endpoint)
+  bulwark_obs  all on: --metrics (scraped every 5 s), an access log line per
+               request to a file, and OTLP tracing at --trace-sampling 0.1 to
+               a local sink (bench/otlpsink) that counts the spans
+
 This is a quick baseline, not the full harness of the performance issue: it
 reuses the peer tools built by ../shared/peers/install-tools.sh (fortio,
 echo) and its certificates, and needs Debian's haproxy.
 
-Usage: bench/quick_pair.py [--reps 3] [--dur 15] [--rates 1000,4000] [--out DIR]
+With --prev BINARY, a pair of an earlier build (bulwark_prev, default flags:
+access log on stderr at warn, no metrics, no tracing) runs in the same run, to
+see what a change cost.
+
+Usage: bench/quick_pair.py [--reps 3] [--dur 15] [--rates 1000,4000] [--out DIR] [--telemetry] [--prev BIN]
 Every process it starts is stopped by its PID at the end.
 """
 import argparse
@@ -37,7 +49,9 @@ PEERS = os.path.normpath(os.path.join(ROOT, "..", "shared", "peers"))
 TCK = os.sysconf("SC_CLK_TCK")
 
 PORTS = {"echo": 18080, "haproxy_a": 18101, "haproxy_b": 18102,
-         "bulwark_a": 18701, "bulwark_b": 18702, "control": 18711, "admin": 18712}
+         "bulwark_a": 18701, "bulwark_b": 18702, "control": 18711, "admin": 18712,
+         "bulwark_off_a": 18721, "bulwark_off_b": 18722, "bulwark_obs_a": 18731, "bulwark_obs_b": 18732,
+         "metrics_a": 18741, "metrics_b": 18742, "otlp": 18750, "bulwark_prev_a": 18761, "bulwark_prev_b": 18762}
 
 started = []
 
@@ -123,6 +137,8 @@ def main():
     ap.add_argument("--dur", type=int, default=15)
     ap.add_argument("--rates", default="1000,4000")
     ap.add_argument("--out", default="")
+    ap.add_argument("--telemetry", action="store_true", help="compare Bulwark with metrics, access logs and tracing on vs off")
+    ap.add_argument("--prev", default="", help="a bulwark binary of an earlier commit, measured as a third pair (bulwark_prev) with default flags")
     a = ap.parse_args()
     fortio = os.path.join(PEERS, "bin", "fortio")
     echo = os.path.join(PEERS, "bin", "echo")
@@ -146,6 +162,9 @@ def main():
     log = open(os.path.join(work, "processes.log"), "w")
     binp = os.path.join(work, "bulwark")
     subprocess.run(["go", "build", "-o", binp, "./cmd/bulwark"], cwd=ROOT, check=True)
+    sinkp = os.path.join(work, "otlpsink")
+    if a.telemetry:
+        subprocess.run(["go", "build", "-o", sinkp, "./bench/otlpsink"], cwd=ROOT, check=True)
 
     try:
         pid = {}
@@ -171,35 +190,57 @@ def main():
             if os.path.exists(env["BULWARK_CONFIG"]):
                 break
             time.sleep(0.1)
+        # One pair per Bulwark config, each its own client and echo
+        # services so that no pair balances onto another's B.
+        pairs = {"bulwark": ("", [])}
+        if a.telemetry:
+            pid["otlp"] = start([sinkp, "-listen", f"127.0.0.1:{PORTS['otlp']}"], log).pid
+            wait_port(PORTS["otlp"])
+            pairs = {"bulwark_off": ("-off", ["--access-log", "off"]),
+                     "bulwark_obs": ("-obs", ["--trace-endpoint", f"127.0.0.1:{PORTS['otlp']}", "--trace-insecure",
+                                              "--trace-sampling", "0.1"])}
+        if a.prev:
+            pairs["bulwark_prev"] = ("-prev", [])
         policy = os.path.join(work, "policy.yaml")
         with open(policy, "w") as f:
-            f.write("""apiVersion: bulwark.dev/v1alpha1
+            for sfx in (v[0] for v in pairs.values()):
+                f.write(f"""---
+apiVersion: bulwark.dev/v1alpha1
 kind: AuthorizationPolicy
-metadata: {name: client-to-echo, namespace: default}
+metadata: {{name: client{sfx}-to-echo{sfx}, namespace: default}}
 spec:
-  selector: {service: echo}
+  selector: {{service: echo{sfx}}}
   rules:
-  - from: {services: ["default/client"]}
-    to: {methods: ["GET", "POST"], paths: ["/echo"]}
+  - from: {{services: ["default/client{sfx}"]}}
+    to: {{methods: ["GET", "POST"], paths: ["/echo"]}}
 """)
         bulwark(binp, "apply", "-f", policy, env=env)
         tokens = {}
-        for svc in ("echo", "client"):
+        for svc in (p + s for s in (v[0] for v in pairs.values()) for p in ("echo", "client")):
             tokens[svc] = os.path.join(work, svc + ".token")
             with open(tokens[svc], "w") as f:
                 f.write(bulwark(binp, "token", "create", "--service", "default/" + svc, env=env))
         common = ["--control", f"127.0.0.1:{PORTS['control']}", "--ca-bundle", os.path.join(data, "bundle.pem"),
                   "--log-level", "warn"]
-        pid["bulwark_b"] = start([binp, "proxy", *common, "--token-file", tokens["echo"], "--service", "default/echo",
-                                  "--app", f"127.0.0.1:{PORTS['echo']}", "--inbound", f"127.0.0.1:{PORTS['bulwark_b']}"], log).pid
-        pid["bulwark_a"] = start([binp, "proxy", *common, "--token-file", tokens["client"], "--service", "default/client",
-                                  "--upstream", f"echo.default=127.0.0.1:{PORTS['bulwark_a']}"], log).pid
-        for p in ("haproxy_a", "haproxy_b", "bulwark_a", "bulwark_b"):
-            wait_port(PORTS[p])
-
         urls = {"direct": f"http://127.0.0.1:{PORTS['echo']}/echo",
-                "haproxy": f"http://127.0.0.1:{PORTS['haproxy_a']}/echo",
-                "bulwark": f"http://127.0.0.1:{PORTS['bulwark_a']}/echo"}
+                "haproxy": f"http://127.0.0.1:{PORTS['haproxy_a']}/echo"}
+        scrape = []
+        for cfg, (sfx, extra) in pairs.items():
+            ea, eb = list(extra), list(extra)
+            if cfg == "bulwark_obs":
+                ea += ["--metrics", f"127.0.0.1:{PORTS['metrics_a']}", "--access-log", os.path.join(work, "access-a.log")]
+                eb += ["--metrics", f"127.0.0.1:{PORTS['metrics_b']}", "--access-log", os.path.join(work, "access-b.log")]
+                scrape = [f"http://127.0.0.1:{PORTS['metrics_a']}/metrics", f"http://127.0.0.1:{PORTS['metrics_b']}/metrics"]
+            pbin = os.path.abspath(a.prev) if cfg == "bulwark_prev" else binp
+            pid[cfg + "_b"] = start([pbin, "proxy", *common, *eb, "--token-file", tokens["echo" + sfx],
+                                     "--service", "default/echo" + sfx, "--app", f"127.0.0.1:{PORTS['echo']}",
+                                     "--inbound", f"127.0.0.1:{PORTS[cfg + '_b']}"], log).pid
+            pid[cfg + "_a"] = start([pbin, "proxy", *common, *ea, "--token-file", tokens["client" + sfx],
+                                     "--service", "default/client" + sfx,
+                                     "--upstream", f"echo{sfx}.default=127.0.0.1:{PORTS[cfg + '_a']}"], log).pid
+            urls[cfg] = f"http://127.0.0.1:{PORTS[cfg + '_a']}/echo"
+        for p in ["haproxy_a", "haproxy_b"] + [c + s for c in pairs for s in ("_a", "_b")]:
+            wait_port(PORTS[p])
         # Preflight: each chain echoes (Bulwark's A gets its snapshot in the
         # first seconds after start).
         for c, u in urls.items():
@@ -218,9 +259,19 @@ spec:
             a0 = cpu_ticks(pid[cfg + "_a"]) if cfg != "direct" else 0
             b0 = cpu_ticks(pid[cfg + "_b"]) if cfg != "direct" else 0
             res = os.path.join(out, f"{cfg}-q{qps}-r{rep}.json")
-            subprocess.run([fortio, "load", "-quiet", "-loglevel", "Error", "-qps", str(qps), "-c", "16",
-                            "-t", f"{dur}s", "-payload-size", "1024", "-p", "50,90,99,99.9", "-json", res, urls[cfg]],
-                           capture_output=True, timeout=dur + 60)
+            load = subprocess.Popen([fortio, "load", "-quiet", "-loglevel", "Error", "-qps", str(qps), "-c", "16",
+                                     "-t", f"{dur}s", "-payload-size", "1024", "-p", "50,90,99,99.9", "-json", res,
+                                     urls[cfg]], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            while load.poll() is None:
+                # A Prometheus server scrapes every 15 s by default; every
+                # 5 s here, so that scraping is in the measured cost.
+                if cfg == "bulwark_obs":
+                    for u in scrape:
+                        subprocess.run(["curl", "-s", "-o", "/dev/null", u])
+                try:
+                    load.wait(5)
+                except subprocess.TimeoutExpired:
+                    pass
             with open(res) as f:
                 j = json.load(f)
             pct = {p["Percentile"]: p["Value"] * 1000 for p in j["DurationHistogram"]["Percentiles"]}
@@ -260,7 +311,7 @@ def summarize(records, rates):
         print("| config | qps | p50 ms | p99 ms | added p50 | added p99 | added p50 / HAProxy | added p99 / HAProxy | CPU-s per 1k req (A+B) | CPU / HAProxy | RSS MiB A+B | errors |")
         print("|---|---|---|---|---|---|---|---|---|---|---|---|")
         rows = {}
-        for c in ("direct", "haproxy", "bulwark"):
+        for c in ("direct", "haproxy", "bulwark", "bulwark_prev", "bulwark_off", "bulwark_obs"):
             rs = [r for r in records if r["cfg"] == c and r["qps"] == q]
             if not rs:
                 continue
@@ -282,6 +333,11 @@ def summarize(records, rates):
             print(f"| {c} | {row['qps']:.0f} | {row['p50']:.3f} | {row['p99']:.3f} | {f(add50)} | {f(add99)} | "
                   f"{ratio(add50, h50)} | {ratio(add99, h99)} | {f(row.get('cpu'))} | "
                   f"{ratio(row.get('cpu'), h.get('cpu') if h else None)} | {rss} | {row['err']} |")
+        off, obs = rows.get("bulwark_off"), rows.get("bulwark_obs")
+        if off and obs and d:
+            r = lambda k, base: (obs[k] - base) / (off[k] - base) if off[k] - base else float("nan")
+            print(f"\nvisibility on / off: added p50 x{r('p50', d['p50']):.2f}, added p99 x{r('p99', d['p99']):.2f}, "
+                  f"CPU per request x{obs['cpu'] / off['cpu']:.2f}, RSS x{obs['rss'] / off['rss']:.2f}")
 
 
 if __name__ == "__main__":
