@@ -174,7 +174,9 @@ func (s *Server) operator(h func(w http.ResponseWriter, r *http.Request, op stri
 		op, err := operatorName(r)
 		if err != nil {
 			if n := s.unauthenticated.Add(1); n&(n-1) == 0 {
-				s.logger.Warn("admin request without operator certificate", telemetry.KeyRemote, r.RemoteAddr, telemetry.KeyPath, r.URL.Path,
+				// The route's pattern, not the path: an unauthenticated
+				// client chooses the path, and it may carry anything.
+				s.logger.Warn("admin request without operator certificate", telemetry.KeyRemote, r.RemoteAddr, telemetry.KeyRoute, r.Pattern,
 					telemetry.KeyCount, n)
 			}
 			s.failure(r.Context(), audit.FailureOperator, r.RemoteAddr, "", err.Error())
