@@ -21,14 +21,16 @@ import (
 // both ends and access logs off. Both engines, the client and the app share
 // the process, so ns/op is the whole round trip's cost on this machine; run
 // it with -cpuprofile to see where the data path spends it.
-func BenchmarkPair(b *testing.B) { benchPair(b, false) }
+func BenchmarkPair(b *testing.B) { benchPair(b, false, nil) }
 
 // BenchmarkPairDialPerRequest is BenchmarkPair with a new mTLS connection
 // (TCP + TLS 1.3 handshake, HTTP/2 preface) between the engines for every
 // request: what the pooled, multiplexed connections save.
-func BenchmarkPairDialPerRequest(b *testing.B) { benchPair(b, true) }
+func BenchmarkPairDialPerRequest(b *testing.B) { benchPair(b, true, nil) }
 
-func benchPair(b *testing.B, dialPerRequest bool) {
+// benchPair measures a pair of engines; set, when not nil, changes both
+// engines' configuration (metrics, tracing, access logs on).
+func benchPair(b *testing.B, dialPerRequest bool, set func(*proxy.Config)) {
 	a := newAuthority(b)
 	echo := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// An HTTP/1.1 handler must read the whole body before it writes.
@@ -37,7 +39,7 @@ func benchPair(b *testing.B, dialPerRequest bool) {
 	}))
 	b.Cleanup(echo.Close)
 
-	api := benchNode(b, a, identity.ServiceRef{Namespace: "default", Name: "api"}, echo.Listener.Addr().String())
+	api := benchNode(b, a, identity.ServiceRef{Namespace: "default", Name: "api"}, echo.Listener.Addr().String(), set)
 	webID := workloadID(b, "shop", "web")
 	api.apply(b, &apiv1.Snapshot{
 		Version: 1, TrustBundle: a.rootDER(), Services: []string{"default/api"},
@@ -47,7 +49,7 @@ func benchPair(b *testing.B, dialPerRequest bool) {
 		},
 	})
 	apiAddr := api.serveInbound(b)
-	web := benchNode(b, a, identity.ServiceRef{Namespace: "shop", Name: "web"}, "")
+	web := benchNode(b, a, identity.ServiceRef{Namespace: "shop", Name: "web"}, "", set)
 	web.apply(b, &apiv1.Snapshot{
 		Version: 1, TrustBundle: a.rootDER(), Services: []string{"default/api"}, Inbound: &apiv1.Inbound{},
 		Destinations: []*apiv1.Destination{{
@@ -125,12 +127,16 @@ spec:
 
 // benchNode is newNode without access logging, which a benchmark of the
 // data path must not measure.
-func benchNode(b *testing.B, a *authority, svc identity.ServiceRef, appAddr string) *node {
+func benchNode(b *testing.B, a *authority, svc identity.ServiceRef, appAddr string, set func(*proxy.Config)) *node {
 	b.Helper()
 	n := &node{svc: svc, src: a.svid(b, workloadID(b, svc.Namespace, svc.Name)), log: newLogBuffer()}
 	// Every request goes to the service graph, as in the sidecar.
 	rec := graph.NewRecorder(graph.RecorderConfig{})
-	e, err := proxy.New(proxy.Config{Service: svc, App: appAddr, SVID: n.src, Bundle: n.src, OnRequest: rec.Record})
+	cfg := proxy.Config{Service: svc, App: appAddr, SVID: n.src, Bundle: n.src, OnRequest: rec.Record}
+	if set != nil {
+		set(&cfg)
+	}
+	e, err := proxy.New(cfg)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -5,7 +5,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -16,7 +15,6 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
-	apiv1 "github.com/bulwarkmesh/bulwark/api/v1alpha1"
 	"github.com/bulwarkmesh/bulwark/internal/identity"
 	"github.com/bulwarkmesh/bulwark/internal/proxy"
 	"github.com/bulwarkmesh/bulwark/internal/telemetry"
@@ -296,7 +294,7 @@ func BenchmarkPairTraced(b *testing.B) {
 	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(tracetest.NewNoopExporter()),
 		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(0.1))))
 	b.Cleanup(func() { _ = tp.Shutdown(b.Context()) })
-	benchPairWith(b, func(c *proxy.Config) {
+	benchPair(b, false, func(c *proxy.Config) {
 		c.Tracer = tp
 		c.AccessLog = slog.New(slog.NewJSONHandler(io.Discard, nil))
 		c.Metrics = prometheus.NewRegistry()
@@ -308,67 +306,5 @@ func BenchmarkPairTracedOnly(b *testing.B) {
 	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(tracetest.NewNoopExporter()),
 		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(0.1))))
 	b.Cleanup(func() { _ = tp.Shutdown(b.Context()) })
-	benchPairWith(b, func(c *proxy.Config) { c.Tracer = tp })
-}
-
-func benchPairWith(b *testing.B, set func(*proxy.Config)) {
-	a := newAuthority(b)
-	echo := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		_, _ = w.Write(body)
-	}))
-	b.Cleanup(echo.Close)
-	api := tracedNode(b, a, identity.ServiceRef{Namespace: "default", Name: "api"}, echo.Listener.Addr().String(), set)
-	webID := workloadID(b, "shop", "web")
-	api.apply(b, &apiv1.Snapshot{
-		Version: 1, TrustBundle: a.rootDER(), Services: []string{"default/api"},
-		Inbound: &apiv1.Inbound{
-			Policies: [][]byte{policyDoc(b, benchPolicy)},
-			Peers:    []*apiv1.PeerIdentity{{SpiffeId: webID.String(), Services: []string{"shop/web"}}},
-		},
-	})
-	apiAddr := api.serveInbound(b)
-	web := tracedNode(b, a, identity.ServiceRef{Namespace: "shop", Name: "web"}, "", set)
-	web.apply(b, &apiv1.Snapshot{
-		Version: 1, TrustBundle: a.rootDER(), Services: []string{"default/api"}, Inbound: &apiv1.Inbound{},
-		Destinations: []*apiv1.Destination{{
-			Service:   "default/api",
-			Policies:  [][]byte{policyDoc(b, benchCallerView)},
-			Endpoints: []*apiv1.Endpoint{{Address: apiAddr, SpiffeId: api.id().String()}},
-		}},
-	})
-	out := servePlain(b, web.engine.Outbound())
-	u, _ := url.Parse("http://" + out)
-	client := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(u), MaxIdleConnsPerHost: 64}, Timeout: 10 * time.Second}
-	payload := bytes.Repeat([]byte("x"), 1024)
-	send := func() error {
-		resp, err := client.Post("http://api.default/public/echo", "application/octet-stream", bytes.NewReader(payload))
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		n, err := io.Copy(io.Discard, resp.Body)
-		if err != nil {
-			return err
-		}
-		if resp.StatusCode != http.StatusOK || n != int64(len(payload)) {
-			b.Fatalf("got %d with %d bytes, want 200 with %d", resp.StatusCode, n, len(payload))
-		}
-		return nil
-	}
-	if err := send(); err != nil {
-		b.Fatal(err)
-	}
-	b.SetBytes(int64(len(payload)))
-	b.ReportAllocs()
-	b.ResetTimer()
-	b.SetParallelism(8)
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			if err := send(); err != nil {
-				b.Error(err)
-				return
-			}
-		}
-	})
+	benchPair(b, false, func(c *proxy.Config) { c.Tracer = tp })
 }
