@@ -124,6 +124,13 @@ func TestGetDenials(t *testing.T) {
 // denialsAdmin serves a real admin API whose denials come from source, and
 // returns the built-in admin's credential file for it.
 func denialsAdmin(t *testing.T, source admin.DenialSource) string {
+	return viewsAdmin(t, func(c *admin.Config) { c.Denials = source })
+}
+
+// viewsAdmin serves a real admin API whose views (denials, edges,
+// alerts) set configures, and returns the built-in admin's credential file
+// for it.
+func viewsAdmin(t *testing.T, set func(*admin.Config)) string {
 	t.Helper()
 	st, err := bolt.Open(filepath.Join(t.TempDir(), "store.db"), bolt.Config{})
 	if err != nil {
@@ -142,7 +149,9 @@ func denialsAdmin(t *testing.T, source admin.DenialSource) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	handler, err := admin.New(admin.Config{Resources: resource.New(st, nil), Registry: reg, Tokens: tokens, TrustDomain: td.Name(), Denials: source})
+	cfg := admin.Config{Resources: resource.New(st, nil), Registry: reg, Tokens: tokens, TrustDomain: td.Name()}
+	set(&cfg)
+	handler, err := admin.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,12 +1,6 @@
 package cli_test
 
 import (
-	"context"
-	"crypto/tls"
-	"crypto/x509"
-	"encoding/pem"
-	"net"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,14 +8,7 @@ import (
 	"time"
 
 	"github.com/bulwarkmesh/bulwark/internal/admin"
-	"github.com/bulwarkmesh/bulwark/internal/attest/jointoken"
-	"github.com/bulwarkmesh/bulwark/internal/ca"
 	"github.com/bulwarkmesh/bulwark/internal/config"
-	"github.com/bulwarkmesh/bulwark/internal/keymanager"
-	"github.com/bulwarkmesh/bulwark/internal/mtls"
-	"github.com/bulwarkmesh/bulwark/internal/registry"
-	"github.com/bulwarkmesh/bulwark/internal/resource"
-	"github.com/bulwarkmesh/bulwark/internal/store/bolt"
 )
 
 // recommendEdges is the service graph of the recommend tests: web reads
@@ -167,56 +154,5 @@ spec:
 // recommendAdmin serves a real admin API whose service graph comes from
 // source, and returns the built-in admin's credential file for it.
 func recommendAdmin(t *testing.T, source admin.EdgeSource) string {
-	t.Helper()
-	st, err := bolt.Open(filepath.Join(t.TempDir(), "store.db"), bolt.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	reg, err := registry.New(registry.Config{Store: st})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tokens, err := jointoken.New(jointoken.Config{Store: st})
-	if err != nil {
-		t.Fatal(err)
-	}
-	op, err := ca.NewOperatorCA(context.Background(), ca.Config{TrustDomain: td, Store: st, Keys: keymanager.NewMemory()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	handler, err := admin.New(admin.Config{Resources: resource.New(st, nil), Registry: reg, Tokens: tokens, TrustDomain: td.Name(), Edges: source})
-	if err != nil {
-		t.Fatal(err)
-	}
-	serverKey := newKey(t)
-	leaf, err := op.SignServer(&serverKey.PublicKey, []string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1)}, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serving := tls.Certificate{Certificate: [][]byte{leaf.Raw}, PrivateKey: serverKey, Leaf: leaf}
-	srv := httptest.NewUnstartedServer(handler)
-	srv.TLS = mtls.AdminServerConfig(func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &serving, nil }, admin.OperatorRoots(op.Root()))
-	srv.TLS.Certificates = []tls.Certificate{serving}
-	srv.StartTLS()
-	t.Cleanup(srv.Close)
-	key := newKey(t)
-	cert, err := op.SignClient(&key.PublicKey, "admin", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cred := &admin.Credential{
-		APIVersion: config.APIVersion, Kind: admin.CredentialKind, Operator: "admin", Server: srv.URL,
-		CA: pemCert(op.Root()), Certificate: pemCert(cert),
-		Key: string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})),
-	}
-	p := filepath.Join(t.TempDir(), "admin.yaml")
-	if err := cred.Write(p); err != nil {
-		t.Fatal(err)
-	}
-	return p
+	return viewsAdmin(t, func(c *admin.Config) { c.Edges = source })
 }
