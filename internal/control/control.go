@@ -303,7 +303,8 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	grpcSrv := grpc.NewServer(
-		grpc.Creds(ctlMetrics.countHandshakes(listenerGRPC, credentials.NewTLS(mtls.ControlServerConfig(grpcCert.GetCertificate, workloadCA, td)))),
+		grpc.Creds(countHandshakes(credentials.NewTLS(mtls.ControlServerConfig(grpcCert.GetCertificate, workloadCA, td)),
+			ctlMetrics.handshakeObserver(listenerGRPC, func(addr, reason string) { auditAgg.Failure(audit.FailureProxy, addr, "", reason) }))),
 		grpc.MaxRecvMsgSize(256<<10),
 		grpc.ConnectionTimeout(10*time.Second),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
@@ -344,7 +345,8 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	adminHandshakes := telemetry.NewHandshakeCounter(func(r string) { ctlMetrics.handshake(listenerAdmin, r) })
+	adminHandshakes := telemetry.NewHandshakeCounter(ctlMetrics.handshakeObserver(listenerAdmin,
+		func(addr, reason string) { auditAgg.Failure(audit.FailureOperator, addr, "", reason) }))
 	adminSrv := &http.Server{
 		Handler:           adminHandler,
 		TLSConfig:         adminHandshakes.Config(mtls.AdminServerConfig(adminCert.GetCertificate, admin.OperatorRoots(operatorCA.Root()))),

@@ -25,7 +25,7 @@ func (m *ControlMetrics) MeterStream(stream apiv1.Control_SubscribeServer) apiv1
 
 // GRPCCreds returns creds counted as the gRPC listener's.
 func (m *ControlMetrics) GRPCCreds(creds credentials.TransportCredentials) credentials.TransportCredentials {
-	return m.m.countHandshakes(listenerGRPC, creds)
+	return countHandshakes(creds, m.m.handshakeObserver(listenerGRPC, nil))
 }
 
 // Attested counts an Attest result.

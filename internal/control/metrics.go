@@ -184,20 +184,35 @@ func (m *controlMetrics) attested(err error) {
 // credentials.
 type countingCreds struct {
 	credentials.TransportCredentials
-	observe func(result string)
+	observe func(remote net.Addr, result string)
 }
 
-// countHandshakes returns creds whose server handshakes are counted as
-// listener's.
-func (m *controlMetrics) countHandshakes(listener string, creds credentials.TransportCredentials) credentials.TransportCredentials {
-	return countingCreds{TransportCredentials: creds, observe: func(r string) { m.handshake(listener, r) }}
+// countHandshakes returns creds whose server handshakes are passed to
+// observe (which counts them, see handshakeObserver).
+func countHandshakes(creds credentials.TransportCredentials, observe func(remote net.Addr, result string)) credentials.TransportCredentials {
+	return countingCreds{TransportCredentials: creds, observe: observe}
+}
+
+// handshakeObserver returns what to do with each handshake of listener:
+// count it, and pass a failed certificate check to failed (the audit log's
+// failed authentications), with the peer's address.
+func (m *controlMetrics) handshakeObserver(listener string, failed func(addr, reason string)) func(net.Addr, string) {
+	return func(remote net.Addr, result string) {
+		m.handshake(listener, result)
+		switch result {
+		case telemetry.HandshakeBadCertificate, telemetry.HandshakeUnknownAuthority, telemetry.HandshakeExpired:
+			if failed != nil && remote != nil {
+				failed(remote.String(), "tls handshake: "+result)
+			}
+		}
+	}
 }
 
 // ServerHandshake does the handshake of the wrapped credentials and counts
 // its result.
 func (c countingCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
 	conn, info, err := c.TransportCredentials.ServerHandshake(raw)
-	c.observe(telemetry.HandshakeResult(err))
+	c.observe(raw.RemoteAddr(), telemetry.HandshakeResult(err))
 	return conn, info, err
 }
 

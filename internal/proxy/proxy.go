@@ -368,7 +368,7 @@ func (e *Engine) refuser(direction string) mtls.Revoked {
 func (e *Engine) InboundListener(ln net.Listener, td spiffeid.TrustDomain) (net.Listener, *tls.Config) {
 	// Handshakes are counted on the accepted connections, under the
 	// expiry tracking (which must see its own connections).
-	hc := telemetry.NewHandshakeCounter(func(result string) { e.metrics.handshake(dirInbound, result) })
+	hc := telemetry.NewHandshakeCounter(func(_ net.Addr, result string) { e.metrics.handshake(dirInbound, result) })
 	el, cfg := mtls.ExpireConnections(hc.Listener(ln), mtls.Mesh{
 		SVID: e.cfg.SVID, Bundle: e.cfg.Bundle, TrustDomain: td, Revoked: e.refuser(telemetry.DirectionInbound),
 	}.ServerConfig())

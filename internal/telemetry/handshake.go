@@ -142,13 +142,14 @@ var handshakeTexts = []struct{ text, result string }{
 // verification failures as HandshakeBadCertificate, the TLS layer not
 // saying more.
 type HandshakeCounter struct {
-	observe func(result string)
+	observe func(remote net.Addr, result string)
 }
 
 // NewHandshakeCounter returns a counter that calls observe once per
-// connection that started a handshake, with a value of HandshakeResults,
-// on the handshake's goroutine; observe must not block.
-func NewHandshakeCounter(observe func(result string)) *HandshakeCounter {
+// connection that started a handshake, with the peer's address and a value
+// of HandshakeResults, on the handshake's goroutine; observe must not
+// block.
+func NewHandshakeCounter(observe func(remote net.Addr, result string)) *HandshakeCounter {
 	return &HandshakeCounter{observe: observe}
 }
 
@@ -192,7 +193,7 @@ func (h *HandshakeCounter) Config(cfg *tls.Config) *tls.Config {
 // countingListener wraps the connections it accepts in countingConns.
 type countingListener struct {
 	net.Listener
-	observe func(string)
+	observe func(net.Addr, string)
 }
 
 // Accept waits for and returns the next connection.
@@ -228,7 +229,7 @@ func countedConn(c net.Conn) *countingConn {
 // countingConn records the result of its handshake once.
 type countingConn struct {
 	net.Conn
-	observe func(string)
+	observe func(net.Addr, string)
 	addr    *countingAddr
 	// done is set once the result is recorded; hello once the
 	// ClientHello was read; tlsVerifies when the TLS layer itself checks
@@ -244,7 +245,7 @@ func (c *countingConn) RemoteAddr() net.Addr { return c.addr }
 
 func (c *countingConn) result(r string) {
 	if c.done.CompareAndSwap(false, true) && c.observe != nil {
-		c.observe(r)
+		c.observe(c.Conn.RemoteAddr(), r)
 	}
 }
 

@@ -64,7 +64,14 @@ func TestHandshakeCounterVerifiedByTLS(t *testing.T) {
 	certs := serverCert.TLS.Certificates
 	serverCert.Close()
 	results := make(chan string, 8)
-	hc := telemetry.NewHandshakeCounter(func(r string) { results <- r })
+	hc := telemetry.NewHandshakeCounter(func(remote net.Addr, r string) {
+		// The peer's address comes with every result (the control plane
+		// audits failed certificate checks by address).
+		if host, _, err := net.SplitHostPort(remote.String()); err != nil || host != "127.0.0.1" {
+			r = "bad remote " + remote.String()
+		}
+		results <- r
+	})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
