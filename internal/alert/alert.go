@@ -26,7 +26,9 @@
 //
 // Everything a peer can make the Engine hold is bounded: tracked edges,
 // subjects and series per rule, cooldowns, known edges, the alert ring and
-// the webhook queues.
+// the webhook queues. What one proxy's reports can make an
+// AuthFailureBurst rule track and fire is bounded too, so that invented
+// failures do not drown real alerts.
 package alert
 
 import (
@@ -85,6 +87,19 @@ const (
 	// good: the set is persisted). Past it, that end's new edges neither
 	// fire nor are remembered (logged once per end).
 	maxKnownPerEnd = 5000
+	// maxSubjectsPerReporter bounds the AuthFailureBurst subjects the
+	// reports of one proxy make a rule track: past it, the proxy's new
+	// subjects are only added to its own aggregate, so that it cannot push
+	// the subjects other proxies report out of the maxTracked bound.
+	maxSubjectsPerReporter = 1000
+	// maxAlertsPerReporter bounds the AuthFailureBurst alerts the reports
+	// of one proxy fire per rule and window: past it, one aggregate alert
+	// whose subject is the proxy ("reporter <id>").
+	maxAlertsPerReporter = 10
+	// maxReportedFailures bounds one reported count of failed
+	// authentications: a proxy reports every 10 seconds, and does not see
+	// a million failed handshakes in that time.
+	maxReportedFailures = 1000000
 	// maxCooldowns bounds the cooldowns remembered.
 	maxCooldowns = 50000
 	// Bounds of what one report may make the Engine look at.
@@ -445,12 +460,12 @@ func (e *Engine) ObserveReport(reporter spiffeid.ID, req *apiv1.ReportRequest, n
 		if !plainText(addr) || !plainText(src) {
 			continue
 		}
-		count := clampCount(af.GetCount())
+		count := min(clampCount(af.GetCount()), maxReportedFailures)
 		if a, err := netipAddr(addr); err == nil {
-			fired = append(fired, e.observeFailures(reporterNS, "address "+a, a, "", count, now)...)
+			fired = append(fired, e.observeFailures(reporter.String(), reporterNS, "address "+a, a, "", count, now)...)
 		}
 		if id, err := spiffeid.FromString(src); err == nil && src != "" {
-			fired = append(fired, e.observeFailures(reporterNS, "identity "+id.String(), "", id.String(), count, now)...)
+			fired = append(fired, e.observeFailures(reporter.String(), reporterNS, "identity "+id.String(), "", id.String(), count, now)...)
 		}
 	}
 	e.mu.Unlock()
@@ -470,10 +485,10 @@ func (e *Engine) ObserveAuthFailure(addr, identity, reason string, now time.Time
 		addr = host
 	}
 	if a, err := netipAddr(addr); err == nil {
-		fired = append(fired, e.observeFailures("", "address "+a, a, "", 1, now)...)
+		fired = append(fired, e.observeFailures("", "", "address "+a, a, "", 1, now)...)
 	}
 	if identity != "" && plainText(identity) {
-		fired = append(fired, e.observeFailures("", "identity "+identity, "", identity, 1, now)...)
+		fired = append(fired, e.observeFailures("", "", "identity "+identity, "", identity, 1, now)...)
 	}
 	e.mu.Unlock()
 	e.emit(fired)

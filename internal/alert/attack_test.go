@@ -250,3 +250,103 @@ func TestAttackNewEdgeFloodStaysWithItsReporter(t *testing.T) {
 		t.Errorf("persisted known edges: got %d, want at most %d", got, 2*5000+1)
 	}
 }
+
+// TestAttackForgedAuthFailures: one compromised proxy reports 256
+// authentication failures per report, from invented addresses, with huge
+// counts. It fires at most maxAlertsPerReporter alerts and one aggregate
+// alert about itself per window, cannot push out the subjects other
+// proxies report, and its counts are clamped; an honest proxy's burst
+// still fires.
+func TestAttackForgedAuthFailures(t *testing.T) {
+	f := newFixture(t, alert.Config{})
+	f.engine.SetRules([]*config.AlertRule{rule(t, config.RootNamespace, "burst", "  detector: AuthFailureBurst\n  authFailureBurst: {window: 1m, threshold: 20}\n")})
+	honest, rogue := id(t, apiID), id(t, rogueID)
+	failures := func(addr string, n int64) *apiv1.AuthFailure {
+		return &apiv1.AuthFailure{Address: addr, Reason: "untrusted_svid", Count: n, FirstSeenUnixNano: 1, LastSeenUnixNano: 1}
+	}
+	// The honest proxy sees 10 failures of a scanner: below the threshold.
+	f.engine.ObserveReport(honest, &apiv1.ReportRequest{AuthFailures: []*apiv1.AuthFailure{failures("198.51.100.9", 10)}}, f.clock.Now())
+	// 60 reports of 256 invented addresses: 15,360 subjects, more than the
+	// 10,000 a rule tracks.
+	for r := range 60 {
+		req := &apiv1.ReportRequest{}
+		for i := range 256 {
+			req.AuthFailures = append(req.AuthFailures, failures(fmt.Sprintf("10.%d.%d.%d", r, i/256, i%256), 1<<40))
+		}
+		f.engine.ObserveReport(rogue, req, f.clock.Now())
+	}
+	var fromRogue, aggregate int
+	for _, a := range f.alertsOf(config.RootNamespace + "/burst") {
+		if strings.HasPrefix(a.Status.Address, "10.") {
+			fromRogue++
+			if a.Status.Count > 1000000 {
+				t.Errorf("alert %s: got count %d, want it clamped to at most 1000000", a.Status.Subject, a.Status.Count)
+			}
+		}
+		if a.Status.Subject == "reporter "+rogueID {
+			aggregate++
+			if a.Status.Source != rogueID || !strings.Contains(a.Status.Summary, "reporter "+rogueID) {
+				t.Errorf("aggregate alert: got %+v, want the reporter as its source and in its summary", a.Status)
+			}
+		}
+	}
+	if fromRogue != 10 || aggregate != 1 {
+		t.Errorf("forged failures: got %d alerts and %d aggregate, want 10 and 1", fromRogue, aggregate)
+	}
+	// The honest proxy's scanner reaches the threshold: its first 10
+	// failures were not pushed out.
+	f.engine.ObserveReport(honest, &apiv1.ReportRequest{AuthFailures: []*apiv1.AuthFailure{failures("198.51.100.9", 10)}}, f.clock.Now())
+	found := false
+	for _, a := range f.alertsOf(config.RootNamespace + "/burst") {
+		if a.Status.Address == "198.51.100.9" {
+			found = a.Status.Count == 20
+		}
+	}
+	if !found {
+		t.Errorf("after the flood: no alert for 198.51.100.9 with its 20 failures")
+	}
+	// In the next window the rogue proxy gets its bounded share again, no
+	// more.
+	f.clock.Advance(2 * time.Minute)
+	f.engine.Evaluate(context.Background())
+	before := len(f.alertsOf(config.RootNamespace + "/burst"))
+	req := &apiv1.ReportRequest{}
+	for i := range 256 {
+		req.AuthFailures = append(req.AuthFailures, failures(fmt.Sprintf("10.200.%d.%d", i/256, i%256), 100))
+	}
+	f.engine.ObserveReport(rogue, req, f.clock.Now())
+	if got := len(f.alertsOf(config.RootNamespace+"/burst")) - before; got > 11 {
+		t.Errorf("next window: got %d alerts, want at most 11", got)
+	}
+}
+
+// TestAttackForgedAuthFailuresManyReporters: twelve compromised proxies,
+// each at its bound of tracked subjects, fill the rule's 10,000 subjects;
+// the subject an honest proxy reported survives, because at the bound the
+// proxies tracking the most lose their oldest.
+func TestAttackForgedAuthFailuresManyReporters(t *testing.T) {
+	f := newFixture(t, alert.Config{})
+	f.engine.SetRules([]*config.AlertRule{rule(t, config.RootNamespace, "burst", "  detector: AuthFailureBurst\n  authFailureBurst: {window: 1m, threshold: 20}\n")})
+	failures := func(addr string, n int64) *apiv1.AuthFailure {
+		return &apiv1.AuthFailure{Address: addr, Reason: "no_svid", Count: n, FirstSeenUnixNano: 1, LastSeenUnixNano: 1}
+	}
+	f.engine.ObserveReport(id(t, apiID), &apiv1.ReportRequest{AuthFailures: []*apiv1.AuthFailure{failures("198.51.100.9", 10)}}, f.clock.Now())
+	for p := range 12 {
+		rogue := id(t, fmt.Sprintf("spiffe://bulwark.local/ns/default/sa/rogue-%d", p))
+		for r := range 4 {
+			req := &apiv1.ReportRequest{}
+			for i := range 256 {
+				req.AuthFailures = append(req.AuthFailures, failures(fmt.Sprintf("10.%d.%d.%d", p, r, i), 1))
+			}
+			f.engine.ObserveReport(rogue, req, f.clock.Now())
+		}
+	}
+	f.engine.ObserveReport(id(t, apiID), &apiv1.ReportRequest{AuthFailures: []*apiv1.AuthFailure{failures("198.51.100.9", 10)}}, f.clock.Now())
+	found := false
+	for _, a := range f.alertsOf(config.RootNamespace + "/burst") {
+		found = found || (a.Status.Address == "198.51.100.9" && a.Status.Count == 20)
+	}
+	if !found {
+		t.Errorf("after 12 proxies' floods: no alert for 198.51.100.9 with its 20 failures")
+	}
+}

@@ -40,6 +40,8 @@ type rule struct {
 	// AuthFailureBurst.
 	burstThreshold int64
 	bursts         map[string]*burstState
+	// reporters is what each proxy's reports did to bursts.
+	reporters map[string]*reporterBursts
 	// SVIDExpiry and ProxyOutOfSync.
 	before, after time.Duration
 	// Threshold.
@@ -73,6 +75,7 @@ func compileRule(doc *config.AlertRule, started time.Time) *rule {
 		p := s.AuthFailureBurst
 		r.window, r.burstThreshold = config.AlertDuration(p.Window), p.Threshold
 		r.bursts = map[string]*burstState{}
+		r.reporters = map[string]*reporterBursts{}
 	case config.DetectorSVIDExpiry:
 		r.before = config.AlertDuration(s.SVIDExpiry.Before)
 	case config.DetectorProxyOutOfSync:
@@ -104,7 +107,12 @@ func (r *rule) prune(now time.Time) {
 	}
 	for k, s := range r.bursts {
 		if now.Sub(s.start) > 2*r.window {
-			delete(r.bursts, k)
+			r.dropBurst(k, s)
+		}
+	}
+	for k, rb := range r.reporters {
+		if rb.subjects <= 0 && now.Sub(rb.start) > 2*r.window {
+			delete(r.reporters, k)
 		}
 	}
 }
@@ -240,12 +248,112 @@ type burstState struct {
 	start     time.Time
 	cur, prev int64
 	fired     time.Time
+	// owner is the proxy whose report made it ("" for the control
+	// plane's own failures).
+	owner string
+}
+
+// reporterBursts is what one proxy's reports did to a rule's bursts: the
+// subjects it made (still tracked), and in its current window the alerts
+// it fired, those held back past maxAlertsPerReporter, and the subjects
+// (and their failures) it reported past maxSubjectsPerReporter.
+type reporterBursts struct {
+	start            time.Time
+	subjects         int
+	fired, held      int
+	untracked        int
+	untrackedCount   int64
+	aggregateFiredAt time.Time
+}
+
+// reporterBursts returns the state of reporter in r, its window rolled to
+// now. e.mu is held.
+func (r *rule) reporterBursts(reporter string, now time.Time) *reporterBursts {
+	rb, ok := r.reporters[reporter]
+	if !ok {
+		if len(r.reporters) >= maxTracked {
+			r.evictReporter()
+		}
+		rb = &reporterBursts{start: now}
+		r.reporters[reporter] = rb
+	}
+	if !now.Before(rb.start.Add(r.window)) {
+		rb.start, rb.fired, rb.held, rb.untracked, rb.untrackedCount = now, 0, 0, 0, 0
+	}
+	return rb
+}
+
+// evictReporter forgets the reporter that tracks no subject and was seen
+// least recently, or failing that the least recently seen one (its
+// subjects are no longer counted against anyone).
+func (r *rule) evictReporter() {
+	var (
+		victim string
+		oldest time.Time
+		found  bool
+	)
+	for pass := 0; pass < 2 && !found; pass++ {
+		for k, rb := range r.reporters {
+			if (pass == 0 && rb.subjects > 0) || (found && !rb.start.Before(oldest)) {
+				continue
+			}
+			victim, oldest, found = k, rb.start, true
+		}
+	}
+	if !found {
+		return
+	}
+	if r.reporters[victim].subjects > 0 {
+		for _, s := range r.bursts {
+			if s.owner == victim {
+				s.owner = ""
+			}
+		}
+	}
+	delete(r.reporters, victim)
+}
+
+// dropBurst forgets the burst of subject k.
+func (r *rule) dropBurst(k string, s *burstState) {
+	delete(r.bursts, k)
+	if rb := r.reporters[s.owner]; rb != nil && s.owner != "" {
+		rb.subjects--
+	}
+}
+
+// evictBurst makes room for one subject: the least recently started
+// subject of the proxy tracking the most, or of any when no proxy tracks
+// one (only the control plane's own failures).
+func (r *rule) evictBurst() {
+	owner, most := "", 0
+	for k, rb := range r.reporters {
+		if rb.subjects > most {
+			owner, most = k, rb.subjects
+		}
+	}
+	var (
+		victim string
+		oldest *burstState
+	)
+	for k, s := range r.bursts {
+		if (most > 0 && s.owner != owner) || (oldest != nil && !s.start.Before(oldest.start)) {
+			continue
+		}
+		victim, oldest = k, s
+	}
+	if oldest != nil {
+		r.dropBurst(victim, oldest)
+	}
 }
 
 // observeFailures adds n failures of a subject (an address or an
-// identity) to the AuthFailureBurst rules that cover reporterNS ("" for
-// the control plane's own failures: root rules only). e.mu is held.
-func (e *Engine) observeFailures(reporterNS, subject, addr, id string, n int64, now time.Time) []*firing {
+// identity), reported by the proxy reporter ("" for the control plane's
+// own failures), to the AuthFailureBurst rules that cover reporterNS (""
+// for the control plane's own failures: root rules only). What one proxy
+// reports is bounded per rule: it makes at most maxSubjectsPerReporter
+// subjects tracked and fires at most maxAlertsPerReporter alerts a window;
+// past either, one aggregate alert about the proxy. e.mu is held.
+func (e *Engine) observeFailures(reporter, reporterNS, subject, addr, id string, n int64, now time.Time) []*firing {
 	var out []*firing
 	for _, r := range e.rules {
 		if r.detector != config.DetectorAuthFailureBurst {
@@ -254,13 +362,28 @@ func (e *Engine) observeFailures(reporterNS, subject, addr, id string, n int64, 
 		if r.ns != config.RootNamespace && (reporterNS == "" || r.ns != reporterNS) {
 			continue
 		}
+		var rb *reporterBursts
+		if reporter != "" {
+			rb = r.reporterBursts(reporter, now)
+		}
 		s, ok := r.bursts[subject]
 		if !ok {
-			if len(r.bursts) >= maxTracked {
-				evictOldest(r.bursts, func(s *burstState) time.Time { return s.start })
+			if rb != nil && rb.subjects >= maxSubjectsPerReporter {
+				rb.untracked++
+				rb.untrackedCount = min(rb.untrackedCount+n, maxCount)
+				if f := e.fireReporter(r, reporter, rb, now); f != nil {
+					out = append(out, f)
+				}
+				continue
 			}
-			s = &burstState{start: now}
+			if len(r.bursts) >= maxTracked {
+				r.evictBurst()
+			}
+			s = &burstState{start: now, owner: reporter}
 			r.bursts[subject] = s
+			if rb != nil {
+				rb.subjects++
+			}
 		}
 		if end := s.start.Add(r.window); !now.Before(end) {
 			k := now.Sub(s.start) / r.window
@@ -278,6 +401,18 @@ func (e *Engine) observeFailures(reporterNS, subject, addr, id string, n int64, 
 		if est < r.burstThreshold || (!s.fired.IsZero() && now.Sub(s.fired) < r.window) {
 			continue
 		}
+		if rb != nil && rb.fired >= maxAlertsPerReporter {
+			// Held back, not marked fired: an honest proxy's next report
+			// of the subject still fires it.
+			rb.held++
+			if f := e.fireReporter(r, reporter, rb, now); f != nil {
+				out = append(out, f)
+			}
+			continue
+		}
+		if rb != nil {
+			rb.fired++
+		}
 		s.fired = now
 		who := "address " + addr
 		if addr == "" {
@@ -292,6 +427,26 @@ func (e *Engine) observeFailures(reporterNS, subject, addr, id string, n int64, 
 		}
 	}
 	return out
+}
+
+// fireReporter fires, at most once a window, the aggregate alert of a
+// proxy whose reports went past its bounds: alerts held back, or failures
+// of untracked subjects reaching the rule's threshold. e.mu is held.
+func (e *Engine) fireReporter(r *rule, reporter string, rb *reporterBursts, now time.Time) *firing {
+	if rb.held == 0 && rb.untrackedCount < r.burstThreshold {
+		return nil
+	}
+	if !rb.aggregateFiredAt.IsZero() && now.Sub(rb.aggregateFiredAt) < r.window {
+		return nil
+	}
+	rb.aggregateFiredAt = now
+	subjects := rb.subjects + rb.untracked
+	return e.fire(r, config.AlertStatus{
+		Subject: "reporter " + reporter, Source: reporter, Count: int64(subjects),
+		Summary: fmt.Sprintf("authentication failure burst: reporter %s reports failed authentications from %d addresses or identities "+
+			"within %s (%d alerts held back past %d per window, %d failures of subjects past its %d tracked)",
+			reporter, subjects, r.window, rb.held, maxAlertsPerReporter, rb.untrackedCount, maxSubjectsPerReporter),
+	}, now)
 }
 
 // evaluateProxies runs the SVIDExpiry and ProxyOutOfSync rules over the

@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"reflect"
 	"strconv"
 	"strings"
 
 	"github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
+	yaml3 "go.yaml.in/yaml/v3"
 	"sigs.k8s.io/yaml"
 
 	"github.com/bulwarkmesh/bulwark/internal/identity"
@@ -646,16 +648,79 @@ func toJSON(data []byte, firstLine int) ([]byte, error) {
 		if err == nil {
 			return data, nil
 		}
-		if js, yerr := yaml.YAMLToJSONStrict(data); yerr == nil {
+		js, yerr := yaml.YAMLToJSONStrict(data)
+		if yerr == nil {
 			return js, nil
+		}
+		if ferr := nonFiniteError(data, firstLine); ferr != nil {
+			return nil, ferr
 		}
 		return nil, jsonSyntaxError(data, firstLine, err)
 	}
 	js, err := yaml.YAMLToJSONStrict(data)
 	if err != nil {
+		if ferr := nonFiniteError(data, firstLine); ferr != nil {
+			return nil, ferr
+		}
 		return nil, yamlSyntaxError(err, firstLine)
 	}
 	return js, nil
+}
+
+// maxYAMLDepth bounds how deep nonFiniteError looks.
+const maxYAMLDepth = 100
+
+// nonFiniteError names the first field of a YAML document whose value is
+// a number JSON cannot hold (.inf, -.inf, .nan), which the conversion
+// refuses without saying where; nil when there is none.
+func nonFiniteError(data []byte, firstLine int) error {
+	var root yaml3.Node
+	if err := yaml3.Unmarshal(data, &root); err != nil {
+		return nil
+	}
+	path, n := findNonFinite(&root, "", 0)
+	if n == nil {
+		return nil
+	}
+	v := n.Value
+	if len(v) > 32 {
+		v = v[:32] + "..."
+	}
+	return FieldErrors{{Path: path, Msg: fmt.Sprintf("%s (line %d) is not a finite number", v, firstLine+n.Line-1)}}
+}
+
+// findNonFinite returns the path and node of the first non-finite float
+// under n, at path. Aliases are not followed.
+func findNonFinite(n *yaml3.Node, path string, depth int) (string, *yaml3.Node) {
+	if n == nil || depth > maxYAMLDepth {
+		return "", nil
+	}
+	switch n.Kind {
+	case yaml3.DocumentNode:
+		for _, c := range n.Content {
+			if p, found := findNonFinite(c, path, depth+1); found != nil {
+				return p, found
+			}
+		}
+	case yaml3.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if p, found := findNonFinite(n.Content[i+1], keyPath(path, n.Content[i].Value), depth+1); found != nil {
+				return p, found
+			}
+		}
+	case yaml3.SequenceNode:
+		for i, c := range n.Content {
+			if p, found := findNonFinite(c, path+"["+strconv.Itoa(i)+"]", depth+1); found != nil {
+				return p, found
+			}
+		}
+	case yaml3.ScalarNode:
+		var f float64
+		if n.ShortTag() == "!!float" && n.Decode(&f) == nil && (math.IsInf(f, 0) || math.IsNaN(f)) {
+			return path, n
+		}
+	}
+	return "", nil
 }
 
 // checkJSON checks that data is exactly one JSON value without duplicate

@@ -685,3 +685,33 @@ func TestMarshalYAMLKeepsEveryString(t *testing.T) {
 		})
 	}
 }
+
+// TestDecodeNonFiniteNumber: a YAML number JSON cannot hold (.inf, .nan)
+// is refused with the field's path and line, wherever it is and whatever
+// the document's form.
+func TestDecodeNonFiniteNumber(t *testing.T) {
+	const rule = "apiVersion: bulwark.dev/v1alpha1\nkind: AlertRule\nmetadata: {name: r, namespace: default}\nspec:\n  detector: DenialSpike\n"
+	for _, c := range []struct {
+		name, doc, want string
+	}{
+		{"factor_inf", rule + "  denialSpike: {factor: .inf}\n", "spec.denialSpike.factor: .inf (line 6) is not a finite number"},
+		{"factor_minus_inf", rule + "  denialSpike:\n    factor: -.Inf\n", "spec.denialSpike.factor: -.Inf (line 7) is not a finite number"},
+		{"factor_nan", rule + "  denialSpike: {factor: .nan}\n", "spec.denialSpike.factor: .nan (line 6) is not a finite number"},
+		{"in_a_list", rule + "  webhooks: [{url: 'https://example.com/h', timeout: .NaN}]\n", "spec.webhooks[0].timeout: .NaN (line 6) is not a finite number"},
+		{"second_document", "---\n" + rule + "  denialSpike: {factor: 2}\n---\n" + rule + "  denialSpike: {minDenials: .inf}\n",
+			"document 2: spec.denialSpike.minDenials: .inf (line 14) is not a finite number"},
+		{"flow_document", "{apiVersion: bulwark.dev/v1alpha1, kind: AlertRule, metadata: {name: r, namespace: default}, spec: {detector: DenialSpike, denialSpike: {factor: .inf}}}",
+			"spec.denialSpike.factor: .inf (line 1) is not a finite number"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := config.Decode([]byte(c.doc))
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("got %v, want an error with %q", err, c.want)
+			}
+		})
+	}
+	// A quoted ".inf" is a string, not a number: the field's type decides.
+	if _, err := config.Decode([]byte(rule + "  denialSpike: {factor: '.inf'}\n")); err == nil || strings.Contains(err.Error(), "finite") {
+		t.Errorf("quoted .inf: got %v, want a type error", err)
+	}
+}

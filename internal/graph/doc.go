@@ -16,7 +16,8 @@
 //     reason. Both are bounded (see Recorder).
 //   - Store is the control-plane side: validated reports are folded into
 //     per-minute buckets (hourly after an hour), kept 24 hours, bounded in
-//     edges and buckets, and queried over a window as []*config.Edge for
+//     edges and buckets (each reporter to a quarter of each, evicting its
+//     own first), and queried over a window as []*config.Edge for
 //     `bulwark get edges`, `bulwark graph`, `bulwark top`, alerts and
 //     `bulwark policy recommend`. The graph is kept in memory only: it does
 //     not survive a restart of the control plane (proxies keep reporting).

@@ -38,10 +38,14 @@ type StoreConfig struct {
 	// Clock tells the time of queries and retention. Default: the wall clock.
 	Clock clock.Clock
 	// MaxEdges bounds the edges kept (default DefaultMaxEdges) and
-	// MaxBuckets their time buckets (default DefaultMaxBuckets): beyond
-	// either, the least recently reported edges are evicted. Each reporter
-	// owns at most a quarter of MaxEdges (the edges it reported first): a
-	// reporter at its quota evicts its own least recently reported edge.
+	// MaxBuckets their time buckets (default DefaultMaxBuckets). Each
+	// reporter owns at most a quarter of MaxEdges (the edges it reported
+	// first) and a quarter of MaxBuckets (the buckets it made): a reporter
+	// at its edge quota evicts its own least recently reported edge, one at
+	// its bucket quota its own oldest bucket (and an edge left without
+	// buckets). Only beyond MaxEdges are the least recently reported edges
+	// evicted whoever reported them, and beyond MaxBuckets the oldest
+	// buckets of the reporter holding the most.
 	MaxEdges, MaxBuckets int
 	// Retention is how long reported requests are kept. Default:
 	// DefaultRetention.
@@ -95,6 +99,20 @@ type bucket struct {
 	start   time.Time
 	width   time.Duration
 	in, out side
+	// edge is the edge of the bucket, by the reporter that made it, and
+	// elem its element in by.buckets.
+	edge *storedEdge
+	by   *reporterState
+	elem *list.Element
+}
+
+// reporterState is what one reporter holds in a Store: the edges it
+// reported first and the buckets it made.
+type reporterState struct {
+	name  string
+	edges int
+	// buckets holds the reporter's buckets, oldest made first.
+	buckets list.List
 }
 
 type storeKey struct {
@@ -133,14 +151,16 @@ type Store struct {
 	clock                clock.Clock
 	bounds               []float64
 	maxEdges, maxBuckets int
-	perReporter          int
-	retention            time.Duration
-	mu                   sync.Mutex
-	edges                map[storeKey]*storedEdge
-	order                *list.List // most recently reported first
-	owned                map[string]int
-	nbuckets             int
-	pruned               time.Time
+	// perReporter and perReporterBuckets are a reporter's quotas of edges
+	// and buckets.
+	perReporter, perReporterBuckets int
+	retention                       time.Duration
+	mu                              sync.Mutex
+	edges                           map[storeKey]*storedEdge
+	order                           *list.List // most recently reported first
+	reporters                       map[string]*reporterState
+	nbuckets                        int
+	pruned                          time.Time
 }
 
 // NewStore returns an empty Store.
@@ -148,7 +168,7 @@ func NewStore(cfg StoreConfig) *Store {
 	s := &Store{
 		clock: clock.OrReal(cfg.Clock), bounds: telemetry.LatencyBucketsMS(),
 		maxEdges: cfg.MaxEdges, maxBuckets: cfg.MaxBuckets, retention: cfg.Retention,
-		edges: map[storeKey]*storedEdge{}, order: list.New(), owned: map[string]int{},
+		edges: map[storeKey]*storedEdge{}, order: list.New(), reporters: map[string]*reporterState{},
 	}
 	if s.maxEdges <= 0 {
 		s.maxEdges = DefaultMaxEdges
@@ -160,11 +180,14 @@ func NewStore(cfg StoreConfig) *Store {
 		s.retention = DefaultRetention
 	}
 	s.perReporter = max(1, s.maxEdges/4)
+	s.perReporterBuckets = max(1, s.maxBuckets/4)
 	return s
 }
 
 // Add folds validated edges reported by reporter (a SPIFFE ID) into the
-// graph.
+// graph. Its cost is that of the edges' map lookups, plus, only when a
+// bound is reached, an eviction (a scan of the edges for a reporter at its
+// edge quota, of the reporters at the global bucket bound).
 func (s *Store) Add(reporter string, edges []*apiv1.Edge) {
 	now := s.clock.Now()
 	n := len(s.bounds) + 1
@@ -188,7 +211,7 @@ func (s *Store) Add(reporter string, edges []*apiv1.Edge) {
 		se := s.edges[k]
 		if se == nil {
 			switch {
-			case s.owned[reporter] >= s.perReporter:
+			case s.reporters[reporter] != nil && s.reporters[reporter].edges >= s.perReporter:
 				s.evictLocked(s.oldestOf(reporter))
 			case s.order.Len() >= s.maxEdges:
 				s.evictLocked(s.order.Back().Value.(*storedEdge))
@@ -196,7 +219,7 @@ func (s *Store) Add(reporter string, edges []*apiv1.Edge) {
 			se = &storedEdge{key: k, first: first, last: last, mtls: e.GetMtls(), owner: reporter}
 			se.elem = s.order.PushFront(se)
 			s.edges[k] = se
-			s.owned[reporter]++
+			s.reporterLocked(reporter).edges++
 		} else {
 			s.order.MoveToFront(se.elem)
 			se.mtls = se.mtls && e.GetMtls()
@@ -207,39 +230,112 @@ func (s *Store) Add(reporter string, edges []*apiv1.Edge) {
 				se.last = last
 			}
 		}
-		b := s.bucketLocked(se, last, now)
+		b := s.bucketLocked(se, reporter, last, now)
 		if e.GetDirection() == telemetry.DirectionInbound {
 			b.in.add(e, n)
 		} else {
 			b.out.add(e, n)
 		}
 	}
-	for s.nbuckets > s.maxBuckets && s.order.Len() > 1 {
-		s.evictLocked(s.order.Back().Value.(*storedEdge))
+	// The last resort: the oldest buckets of the reporter holding the most.
+	for s.nbuckets > s.maxBuckets {
+		var big *reporterState
+		for _, r := range s.reporters {
+			if big == nil || r.buckets.Len() > big.buckets.Len() {
+				big = r
+			}
+		}
+		if big == nil || big.buckets.Len() == 0 {
+			break
+		}
+		for over := s.nbuckets - s.maxBuckets; over > 0 && big.buckets.Len() > 0; over-- {
+			s.dropOldestBucketLocked(big, nil)
+		}
 	}
 }
 
-// bucketLocked returns the bucket of se for time t, made if needed. s.mu
-// is held.
-func (s *Store) bucketLocked(se *storedEdge, t, now time.Time) *bucket {
-	start, width := t.Truncate(time.Minute), time.Minute
-	if now.Sub(t) >= minuteFor {
-		start, width = t.Truncate(time.Hour), time.Hour
+// reporterLocked returns the state of reporter, made if needed. s.mu is
+// held.
+func (s *Store) reporterLocked(reporter string) *reporterState {
+	r := s.reporters[reporter]
+	if r == nil {
+		r = &reporterState{name: reporter}
+		s.reporters[reporter] = r
 	}
+	return r
+}
+
+// forgetIdleLocked forgets r when it holds nothing. s.mu is held.
+func (s *Store) forgetIdleLocked(r *reporterState) {
+	if r.edges <= 0 && r.buckets.Len() == 0 {
+		delete(s.reporters, r.name)
+	}
+}
+
+// findBucket returns the bucket of se holding t, or nil and the index
+// where a bucket starting before t's next one is inserted.
+func findBucket(se *storedEdge, t time.Time) (*bucket, int) {
 	// Buckets are sorted by start; reports usually add to the newest.
 	i := len(se.buckets)
 	for ; i > 0; i-- {
 		if b := se.buckets[i-1]; !t.Before(b.start) {
 			if t.Before(b.start.Add(b.width)) {
-				return b
+				return b, i
 			}
 			break
 		}
 	}
-	b := &bucket{start: start, width: width}
+	return nil, i
+}
+
+// bucketLocked returns the bucket of se for time t, made for reporter if
+// needed: a reporter at its bucket quota first loses its oldest bucket.
+// s.mu is held.
+func (s *Store) bucketLocked(se *storedEdge, reporter string, t, now time.Time) *bucket {
+	b, i := findBucket(se, t)
+	if b != nil {
+		return b
+	}
+	if r := s.reporters[reporter]; r != nil && r.buckets.Len() >= s.perReporterBuckets {
+		s.dropOldestBucketLocked(r, se)
+		_, i = findBucket(se, t)
+	}
+	start, width := t.Truncate(time.Minute), time.Minute
+	if now.Sub(t) >= minuteFor {
+		start, width = t.Truncate(time.Hour), time.Hour
+	}
+	r := s.reporterLocked(reporter)
+	b = &bucket{start: start, width: width, edge: se, by: r}
+	b.elem = r.buckets.PushBack(b)
 	se.buckets = slices.Insert(se.buckets, i, b)
 	s.nbuckets++
 	return b
+}
+
+// dropOldestBucketLocked removes the oldest bucket r made, and its edge
+// when that leaves it without buckets, unless it is keep (the edge being
+// added to). s.mu is held.
+func (s *Store) dropOldestBucketLocked(r *reporterState, keep *storedEdge) {
+	front := r.buckets.Front()
+	if front == nil {
+		return
+	}
+	b := front.Value.(*bucket)
+	se := b.edge
+	if i := slices.Index(se.buckets, b); i >= 0 {
+		se.buckets = slices.Delete(se.buckets, i, i+1)
+	}
+	s.releaseLocked(b)
+	if len(se.buckets) == 0 && se != keep {
+		s.evictLocked(se)
+	}
+}
+
+// releaseLocked uncounts b, removed from its edge. s.mu is held.
+func (s *Store) releaseLocked(b *bucket) {
+	b.by.buckets.Remove(b.elem)
+	s.nbuckets--
+	s.forgetIdleLocked(b.by)
 }
 
 // oldestOf returns the least recently reported edge owned by reporter.
@@ -259,9 +355,13 @@ func (s *Store) evictLocked(se *storedEdge) {
 	}
 	delete(s.edges, se.key)
 	s.order.Remove(se.elem)
-	s.nbuckets -= len(se.buckets)
-	if s.owned[se.owner]--; s.owned[se.owner] <= 0 {
-		delete(s.owned, se.owner)
+	for _, b := range se.buckets {
+		s.releaseLocked(b)
+	}
+	se.buckets = nil
+	if r := s.reporters[se.owner]; r != nil {
+		r.edges--
+		s.forgetIdleLocked(r)
 	}
 }
 
@@ -273,11 +373,11 @@ func (s *Store) pruneLocked(now time.Time) {
 	n := len(s.bounds) + 1
 	var empty []*storedEdge
 	for _, se := range s.edges {
-		before := len(se.buckets)
 		var kept []*bucket
 		for _, b := range se.buckets {
 			end := b.start.Add(b.width)
 			if now.Sub(end) >= s.retention {
+				s.releaseLocked(b)
 				continue
 			}
 			if b.width == time.Minute && now.Sub(end) >= minuteFor {
@@ -285,6 +385,7 @@ func (s *Store) pruneLocked(now time.Time) {
 				if l := len(kept); l > 0 && kept[l-1].width == time.Hour && kept[l-1].start.Equal(hour) {
 					kept[l-1].in.merge(&b.in, n)
 					kept[l-1].out.merge(&b.out, n)
+					s.releaseLocked(b)
 					continue
 				}
 				b.start, b.width = hour, time.Hour
@@ -292,7 +393,6 @@ func (s *Store) pruneLocked(now time.Time) {
 			kept = append(kept, b)
 		}
 		se.buckets = kept
-		s.nbuckets += len(kept) - before
 		if len(kept) == 0 {
 			empty = append(empty, se)
 		}

@@ -240,3 +240,74 @@ func TestStoreRetention(t *testing.T) {
 		t.Errorf("old report: got %v, want /old not kept", got)
 	}
 }
+
+// TestStoreBucketQuota: a reporter flooding time buckets (many paths, each
+// at many minutes) evicts its own oldest buckets, never another reporter's
+// edge; at the global bound, the reporter holding the most buckets loses
+// its oldest.
+func TestStoreBucketQuota(t *testing.T) {
+	t.Run("one_flooder", func(t *testing.T) {
+		fake := clock.NewFake(start)
+		s := graph.NewStore(graph.StoreConfig{Clock: fake})
+		s.Add("x", []*apiv1.Edge{edge("outbound", "/legit", start, 7, 0, 0, 1)})
+		// 2,500 paths (the edge quota) x 100 minutes: 155,000 buckets made.
+		for m := range 100 {
+			at := start.Add(-time.Duration(m) * time.Minute)
+			for p := 0; p < 2500; p += 500 {
+				batch := make([]*apiv1.Edge, 0, 500)
+				for i := p; i < p+500; i++ {
+					batch = append(batch, edge("outbound", fmt.Sprintf("/flood/%d", i), at, 1, 0, 0, 1))
+				}
+				s.Add("r", batch)
+			}
+		}
+		kept := false
+		for _, e := range s.List(nil, 0) {
+			if e.Status.Path == "/legit" {
+				kept = e.Status.Requests == 7
+			}
+		}
+		if !kept {
+			t.Errorf("the other reporter's edge /legit was evicted by the flood")
+		}
+		if _, n := s.Len(); n > graph.DefaultMaxBuckets/4+1 {
+			t.Errorf("buckets: got %d, want at most the flooder's quota %d and /legit's one", n, graph.DefaultMaxBuckets/4)
+		}
+	})
+	t.Run("own_oldest_first", func(t *testing.T) {
+		fake := clock.NewFake(start)
+		s := graph.NewStore(graph.StoreConfig{Clock: fake, MaxBuckets: 8}) // quota 2
+		for m := range 3 {
+			s.Add("r", []*apiv1.Edge{edge("outbound", "/a", fake.Now(), 1, 0, 0, 1)})
+			if m < 2 {
+				fake.Advance(time.Minute)
+			}
+		}
+		if got := only(t, s.List(nil, 0)); got.Requests != 2 {
+			t.Errorf("requests: got %d, want 2 (the oldest of 3 buckets dropped)", got.Requests)
+		}
+		if _, n := s.Len(); n != 2 {
+			t.Errorf("buckets: got %d, want 2", n)
+		}
+	})
+	t.Run("many_flooders", func(t *testing.T) {
+		fake := clock.NewFake(start)
+		s := graph.NewStore(graph.StoreConfig{Clock: fake, MaxBuckets: 40}) // quota 10
+		s.Add("x", []*apiv1.Edge{edge("outbound", "/legit", start, 1, 0, 0, 1)})
+		for r := range 6 {
+			for i := range 12 {
+				s.Add(fmt.Sprintf("r%d", r), []*apiv1.Edge{edge("outbound", fmt.Sprintf("/r%d/%d", r, i), start, 1, 0, 0, 1)})
+			}
+		}
+		found := false
+		for _, e := range s.List(nil, 0) {
+			found = found || e.Status.Path == "/legit"
+		}
+		if !found {
+			t.Errorf("the other reporter's edge /legit was evicted at the global bound")
+		}
+		if edges, n := s.Len(); n > 40 || edges != n {
+			t.Errorf("got %d edges, %d buckets, want at most 40 buckets, one per edge", edges, n)
+		}
+	})
+}
