@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"os"
@@ -173,7 +174,14 @@ finish within --shutdown-timeout, then deregisters (its endpoint goes at once).`
 					return fmt.Errorf("--access-log: %w", err)
 				}
 				defer f.Close()
-				cfg.AccessLog = telemetry.NewJSON(f, slog.LevelInfo)
+				// One write(2) per 64 KiB or 100 ms instead of one per
+				// request (BENCHMARKS.md, Visibility).
+				bw := telemetry.NewBufferedWriter(f, nil)
+				defer bw.Close()
+				flushCtx, stopFlush := context.WithCancel(cmd.Context())
+				defer stopFlush()
+				go bw.Run(flushCtx)
+				cfg.AccessLog = telemetry.NewJSON(bw, slog.LevelInfo)
 			}
 			return sidecar.Run(cmd.Context(), cfg)
 		},

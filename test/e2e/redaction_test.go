@@ -190,6 +190,20 @@ func TestRedaction(t *testing.T) {
 		"spans":               recv.Raw(),
 		"get denials":         denials,
 	}
+	// Access log files are written in batches (every 100 ms): wait for
+	// both the allowed and the denied requests' lines.
+	eventually(t, 10*time.Second, "access log lines flushed", func() error {
+		for _, name := range []string{"api", "client"} {
+			b, err := os.ReadFile(filepath.Join(dir, name+"-access.log"))
+			if err != nil {
+				return err
+			}
+			if !strings.Contains(string(b), `"status":200`) || (name == "client" && !strings.Contains(string(b), `"status":403`)) {
+				return fmt.Errorf("%s access log: no 200 (or, client, 403) line yet:\n%s", name, b)
+			}
+		}
+		return nil
+	})
 	for _, name := range []string{"api", "client"} {
 		b, err := os.ReadFile(filepath.Join(dir, name+"-access.log"))
 		if err != nil {
