@@ -1,11 +1,8 @@
 package admin_test
 
 import (
-	"crypto/tls"
 	"encoding/json"
-	"net"
 	"net/http"
-	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
@@ -15,31 +12,12 @@ import (
 
 	"github.com/bulwarkmesh/bulwark/internal/admin"
 	"github.com/bulwarkmesh/bulwark/internal/config"
-	"github.com/bulwarkmesh/bulwark/internal/mtls"
 )
 
 // alertsServer serves a second admin API on a's stores and operator CA,
 // whose alerts come from source, and returns its URL.
 func alertsServer(t *testing.T, a *api, source admin.AlertSource) string {
-	t.Helper()
-	handler, err := admin.New(admin.Config{
-		Resources: a.resources, Registry: a.registry, Tokens: a.tokens, TrustDomain: testTD, Alerts: source,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	serverKey := newKey(t)
-	leaf, err := a.op.SignServer(&serverKey.PublicKey, []string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1)}, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serving := tls.Certificate{Certificate: [][]byte{leaf.Raw}, PrivateKey: serverKey, Leaf: leaf}
-	srv := httptest.NewUnstartedServer(handler)
-	srv.TLS = mtls.AdminServerConfig(func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &serving, nil }, a.roots)
-	srv.TLS.Certificates = []tls.Certificate{serving}
-	srv.StartTLS()
-	t.Cleanup(srv.Close)
-	return srv.URL
+	return viewsServer(t, a, func(c *admin.Config) { c.Alerts = source })
 }
 
 func alertIn(ns, subject string) *config.Alert {

@@ -21,10 +21,17 @@ import (
 // denialsServer serves a second admin API on a's stores and operator CA,
 // whose denials come from source, and returns its URL.
 func denialsServer(t *testing.T, a *api, source admin.DenialSource) string {
+	return viewsServer(t, a, func(c *admin.Config) { c.Denials = source })
+}
+
+// viewsServer serves a second admin API on a's stores and operator CA,
+// with the views (denials, edges, alerts) set configures, and returns its
+// URL.
+func viewsServer(t *testing.T, a *api, set func(*admin.Config)) string {
 	t.Helper()
-	handler, err := admin.New(admin.Config{
-		Resources: a.resources, Registry: a.registry, Tokens: a.tokens, TrustDomain: testTD, Denials: source,
-	})
+	cfg := admin.Config{Resources: a.resources, Registry: a.registry, Tokens: a.tokens, TrustDomain: testTD}
+	set(&cfg)
+	handler, err := admin.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
