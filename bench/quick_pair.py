@@ -18,7 +18,7 @@ more Bulwark pairs in the same run,
                --metrics, no --trace-endpoint)
   bulwark_obs  all on: --metrics (scraped every 5 s), an access log line per
                request to a file, and OTLP tracing at --trace-sampling 0.1 to
-               a local sink (bench/otlpsink) that counts the spans
+               a local sink (cmd/otlpsink) that counts the spans
 
 This is a quick baseline, not the full harness of the performance issue: it
 reuses the peer tools built by ../shared/peers/install-tools.sh (fortio,
@@ -164,7 +164,7 @@ def main():
     subprocess.run(["go", "build", "-o", binp, "./cmd/bulwark"], cwd=ROOT, check=True)
     sinkp = os.path.join(work, "otlpsink")
     if a.telemetry:
-        subprocess.run(["go", "build", "-o", sinkp, "./bench/otlpsink"], cwd=ROOT, check=True)
+        subprocess.run(["go", "build", "-o", sinkp, "./cmd/otlpsink"], cwd=ROOT, check=True)
 
     try:
         pid = {}

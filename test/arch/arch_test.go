@@ -97,9 +97,7 @@ func TestProxyDoesNotLinkControlPlane(t *testing.T) {
 
 func TestNoProcessExitOutsideCmd(t *testing.T) {
 	for _, p := range listPackages(t, "./...") {
-		// Benchmark tools (bench/) are commands too: their main ends the
-		// process.
-		if strings.HasPrefix(p.ImportPath, module+"/cmd/") || strings.HasPrefix(p.ImportPath, module+"/bench/") {
+		if strings.HasPrefix(p.ImportPath, module+"/cmd/") {
 			continue
 		}
 		for _, f := range p.GoFiles {

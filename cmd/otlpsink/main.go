@@ -1,14 +1,14 @@
-// Command otlpsink is the OTLP/gRPC trace receiver of the benchmarks: it
-// accepts every span export, counts the spans and prints the count when it
-// stops, so a benchmark can say how many spans the proxies sent without a
-// collector to install.
+// Command otlpsink is the OTLP/gRPC trace receiver of the benchmarks
+// (bench/quick_pair.py --telemetry): it accepts every span export, counts
+// the spans and prints the count when it stops, so a benchmark can say how
+// many spans the proxies sent without a collector to install. It is a
+// benchmark tool, not part of the product.
 package main
 
 import (
 	"context"
 	"flag"
 	"fmt"
-	"log"
 	"net"
 	"os"
 	"os/signal"
@@ -38,21 +38,30 @@ func (s *sink) Export(_ context.Context, req *coltracepb.ExportTraceServiceReque
 func main() {
 	listen := flag.String("listen", "127.0.0.1:4317", "address to accept OTLP/gRPC on")
 	flag.Parse()
-	ln, err := net.Listen("tcp", *listen)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, *listen); err != nil {
+		fmt.Fprintln(os.Stderr, "otlpsink:", err)
+		os.Exit(1)
+	}
+}
+
+// run serves until ctx is done, then prints the spans received.
+func run(ctx context.Context, listen string) error {
+	ln, err := net.Listen("tcp", listen)
 	if err != nil {
-		log.Fatalf("listen: %v", err)
+		return fmt.Errorf("listen: %w", err)
 	}
 	s := &sink{}
 	srv := grpc.NewServer()
 	coltracepb.RegisterTraceServiceServer(srv, s)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	go func() {
 		<-ctx.Done()
 		srv.Stop()
 	}()
 	if err := srv.Serve(ln); err != nil {
-		log.Fatalf("serve: %v", err)
+		return fmt.Errorf("serve: %w", err)
 	}
 	fmt.Printf("spans %d\n", s.spans.Load())
+	return nil
 }
