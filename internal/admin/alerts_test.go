@@ -3,7 +3,6 @@ package admin_test
 import (
 	"encoding/json"
 	"net/http"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -49,19 +48,6 @@ func TestAlertsRoute(t *testing.T) {
 		roleJSON("team-a", "alert-reader", `[{"verbs":["list","get"],"kinds":["Alert"]}]`),
 		bindingJSON("team-a", "alice-reads-alerts", "alert-reader", "alice"),
 	)
-	subjects := func(t *testing.T, body []byte) []string {
-		t.Helper()
-		objs, err := config.UnmarshalList(body)
-		if err != nil {
-			t.Fatalf("decode %s: %v", body, err)
-		}
-		var out []string
-		for _, o := range objs {
-			out = append(out, o.(*config.Alert).Status.Subject)
-		}
-		slices.Sort(out)
-		return out
-	}
 	root, alice, bob := a.operator, a.as(t, "alice"), a.as(t, "bob")
 	tests := []struct {
 		name       string
@@ -103,7 +89,7 @@ func TestAlertsRoute(t *testing.T) {
 			if tt.wantSubj == nil {
 				return
 			}
-			if diff := cmp.Diff(tt.wantSubj, subjects(t, got.body)); diff != "" {
+			if diff := cmp.Diff(tt.wantSubj, listed(t, got.body, func(o config.Object) string { return o.(*config.Alert).Status.Subject })); diff != "" {
 				t.Errorf("alerts (-want +got):\n%s", diff)
 			}
 		})

@@ -80,19 +80,6 @@ func TestDenialsRoute(t *testing.T) {
 		roleJSON("team-a", "denial-reader", `[{"verbs":["list"],"kinds":["Denial"]}]`),
 		bindingJSON("team-a", "alice-reads-denials", "denial-reader", "alice"),
 	)
-	paths := func(t *testing.T, body []byte) []string {
-		t.Helper()
-		objs, err := config.UnmarshalList(body)
-		if err != nil {
-			t.Fatalf("decode %s: %v", body, err)
-		}
-		var out []string
-		for _, o := range objs {
-			out = append(out, o.(*config.Denial).Status.Path)
-		}
-		slices.Sort(out)
-		return out
-	}
 	root, alice, bob := a.operator, a.as(t, "alice"), a.as(t, "bob")
 	tests := []struct {
 		name       string
@@ -130,7 +117,7 @@ func TestDenialsRoute(t *testing.T) {
 				}
 				return
 			}
-			if diff := cmp.Diff(tt.wantPaths, paths(t, got.body)); diff != "" {
+			if diff := cmp.Diff(tt.wantPaths, listed(t, got.body, func(o config.Object) string { return o.(*config.Denial).Status.Path })); diff != "" {
 				t.Errorf("denials (-want +got):\n%s", diff)
 			}
 		})
@@ -172,4 +159,19 @@ func TestDenialsWithoutSource(t *testing.T) {
 	if got.status != http.StatusForbidden {
 		t.Errorf("an operator without rights: got %d %s, want 403", got.status, got.body)
 	}
+}
+
+// listed decodes a list answer and returns field of each object, sorted.
+func listed(t *testing.T, body []byte, field func(config.Object) string) []string {
+	t.Helper()
+	objs, err := config.UnmarshalList(body)
+	if err != nil {
+		t.Fatalf("decode %s: %v", body, err)
+	}
+	out := make([]string, 0, len(objs))
+	for _, o := range objs {
+		out = append(out, field(o))
+	}
+	slices.Sort(out)
+	return out
 }

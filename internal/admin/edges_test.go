@@ -3,7 +3,6 @@ package admin_test
 import (
 	"context"
 	"net/http"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -52,17 +51,7 @@ func TestEdgesRoute(t *testing.T) {
 		bindingJSON("team-a", "alice-reads-edges", "edge-reader", "alice"),
 	)
 	paths := func(t *testing.T, body []byte) []string {
-		t.Helper()
-		objs, err := config.UnmarshalList(body)
-		if err != nil {
-			t.Fatalf("decode %s: %v", body, err)
-		}
-		var out []string
-		for _, o := range objs {
-			out = append(out, o.(*config.Edge).Status.Path)
-		}
-		slices.Sort(out)
-		return out
+		return listed(t, body, func(o config.Object) string { return o.(*config.Edge).Status.Path })
 	}
 	root, alice, bob := a.operator, a.as(t, "alice"), a.as(t, "bob")
 	tests := []struct {
