@@ -731,7 +731,10 @@ type Snapshot struct {
 	JwtProviders []*JWTProvider `protobuf:"bytes,10,rep,name=jwt_providers,json=jwtProviders,proto3" json:"jwt_providers,omitempty"`
 	// Labels of this proxy's workload instance, bound to its join token:
 	// AuthorizationPolicy and JWTProvider selectors match them.
-	Labels        map[string]string `protobuf:"bytes,11,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Labels map[string]string `protobuf:"bytes,11,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// What this proxy serves as a gateway: set only for the proxy of a
+	// Gateway's service ("<gateway namespace>/<gateway name>").
+	Gateway       *GatewayConfig `protobuf:"bytes,12,opt,name=gateway,proto3" json:"gateway,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -843,6 +846,142 @@ func (x *Snapshot) GetLabels() map[string]string {
 	return nil
 }
 
+func (x *Snapshot) GetGateway() *GatewayConfig {
+	if x != nil {
+		return x.Gateway
+	}
+	return nil
+}
+
+// GatewayConfig is everything a gateway serves beyond a sidecar's snapshot.
+type GatewayConfig struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The validated Gateway resource, JSON, as applied.
+	Resource []byte `protobuf:"bytes,1,opt,name=resource,proto3" json:"resource,omitempty"`
+	// The Secrets its HTTPS listeners name, decrypted: only this gateway
+	// receives them, over its mTLS stream.
+	Secrets []*TLSSecret `protobuf:"bytes,2,rep,name=secrets,proto3" json:"secrets,omitempty"`
+	// The JWT providers its routes name, each with its current keys.
+	JwtProviders  []*JWTProvider `protobuf:"bytes,3,rep,name=jwt_providers,json=jwtProviders,proto3" json:"jwt_providers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GatewayConfig) Reset() {
+	*x = GatewayConfig{}
+	mi := &file_bulwark_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GatewayConfig) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GatewayConfig) ProtoMessage() {}
+
+func (x *GatewayConfig) ProtoReflect() protoreflect.Message {
+	mi := &file_bulwark_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GatewayConfig.ProtoReflect.Descriptor instead.
+func (*GatewayConfig) Descriptor() ([]byte, []int) {
+	return file_bulwark_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *GatewayConfig) GetResource() []byte {
+	if x != nil {
+		return x.Resource
+	}
+	return nil
+}
+
+func (x *GatewayConfig) GetSecrets() []*TLSSecret {
+	if x != nil {
+		return x.Secrets
+	}
+	return nil
+}
+
+func (x *GatewayConfig) GetJwtProviders() []*JWTProvider {
+	if x != nil {
+		return x.JwtProviders
+	}
+	return nil
+}
+
+// TLSSecret is one kubernetes.io/tls Secret of the gateway's namespace.
+type TLSSecret struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The Secret's name.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// PEM certificate chain, leaf first.
+	CertPem []byte `protobuf:"bytes,2,opt,name=cert_pem,json=certPem,proto3" json:"cert_pem,omitempty"`
+	// PEM private key.
+	KeyPem        []byte `protobuf:"bytes,3,opt,name=key_pem,json=keyPem,proto3" json:"key_pem,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TLSSecret) Reset() {
+	*x = TLSSecret{}
+	mi := &file_bulwark_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TLSSecret) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TLSSecret) ProtoMessage() {}
+
+func (x *TLSSecret) ProtoReflect() protoreflect.Message {
+	mi := &file_bulwark_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TLSSecret.ProtoReflect.Descriptor instead.
+func (*TLSSecret) Descriptor() ([]byte, []int) {
+	return file_bulwark_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *TLSSecret) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *TLSSecret) GetCertPem() []byte {
+	if x != nil {
+		return x.CertPem
+	}
+	return nil
+}
+
+func (x *TLSSecret) GetKeyPem() []byte {
+	if x != nil {
+		return x.KeyPem
+	}
+	return nil
+}
+
 // JWTProvider is one JWTProvider resource with its current keys.
 type JWTProvider struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -857,7 +996,7 @@ type JWTProvider struct {
 
 func (x *JWTProvider) Reset() {
 	*x = JWTProvider{}
-	mi := &file_bulwark_proto_msgTypes[12]
+	mi := &file_bulwark_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -869,7 +1008,7 @@ func (x *JWTProvider) String() string {
 func (*JWTProvider) ProtoMessage() {}
 
 func (x *JWTProvider) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_proto_msgTypes[12]
+	mi := &file_bulwark_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -882,7 +1021,7 @@ func (x *JWTProvider) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JWTProvider.ProtoReflect.Descriptor instead.
 func (*JWTProvider) Descriptor() ([]byte, []int) {
-	return file_bulwark_proto_rawDescGZIP(), []int{12}
+	return file_bulwark_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *JWTProvider) GetResource() []byte {
@@ -914,7 +1053,7 @@ type ReportRequest struct {
 
 func (x *ReportRequest) Reset() {
 	*x = ReportRequest{}
-	mi := &file_bulwark_proto_msgTypes[13]
+	mi := &file_bulwark_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -926,7 +1065,7 @@ func (x *ReportRequest) String() string {
 func (*ReportRequest) ProtoMessage() {}
 
 func (x *ReportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_proto_msgTypes[13]
+	mi := &file_bulwark_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -939,7 +1078,7 @@ func (x *ReportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportRequest.ProtoReflect.Descriptor instead.
 func (*ReportRequest) Descriptor() ([]byte, []int) {
-	return file_bulwark_proto_rawDescGZIP(), []int{13}
+	return file_bulwark_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ReportRequest) GetDenials() []*Denial {
@@ -1001,7 +1140,7 @@ type Edge struct {
 
 func (x *Edge) Reset() {
 	*x = Edge{}
-	mi := &file_bulwark_proto_msgTypes[14]
+	mi := &file_bulwark_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1013,7 +1152,7 @@ func (x *Edge) String() string {
 func (*Edge) ProtoMessage() {}
 
 func (x *Edge) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_proto_msgTypes[14]
+	mi := &file_bulwark_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1026,7 +1165,7 @@ func (x *Edge) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Edge.ProtoReflect.Descriptor instead.
 func (*Edge) Descriptor() ([]byte, []int) {
-	return file_bulwark_proto_rawDescGZIP(), []int{14}
+	return file_bulwark_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Edge) GetDirection() string {
@@ -1141,7 +1280,7 @@ type AuthFailure struct {
 
 func (x *AuthFailure) Reset() {
 	*x = AuthFailure{}
-	mi := &file_bulwark_proto_msgTypes[15]
+	mi := &file_bulwark_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1153,7 +1292,7 @@ func (x *AuthFailure) String() string {
 func (*AuthFailure) ProtoMessage() {}
 
 func (x *AuthFailure) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_proto_msgTypes[15]
+	mi := &file_bulwark_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1166,7 +1305,7 @@ func (x *AuthFailure) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthFailure.ProtoReflect.Descriptor instead.
 func (*AuthFailure) Descriptor() ([]byte, []int) {
-	return file_bulwark_proto_rawDescGZIP(), []int{15}
+	return file_bulwark_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *AuthFailure) GetAddress() string {
@@ -1219,7 +1358,7 @@ type ReportResponse struct {
 
 func (x *ReportResponse) Reset() {
 	*x = ReportResponse{}
-	mi := &file_bulwark_proto_msgTypes[16]
+	mi := &file_bulwark_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1231,7 +1370,7 @@ func (x *ReportResponse) String() string {
 func (*ReportResponse) ProtoMessage() {}
 
 func (x *ReportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_proto_msgTypes[16]
+	mi := &file_bulwark_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1244,7 +1383,7 @@ func (x *ReportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportResponse.ProtoReflect.Descriptor instead.
 func (*ReportResponse) Descriptor() ([]byte, []int) {
-	return file_bulwark_proto_rawDescGZIP(), []int{16}
+	return file_bulwark_proto_rawDescGZIP(), []int{18}
 }
 
 // Denial is one kind of denied request seen by a proxy since its last
@@ -1277,7 +1416,7 @@ type Denial struct {
 
 func (x *Denial) Reset() {
 	*x = Denial{}
-	mi := &file_bulwark_proto_msgTypes[17]
+	mi := &file_bulwark_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1289,7 +1428,7 @@ func (x *Denial) String() string {
 func (*Denial) ProtoMessage() {}
 
 func (x *Denial) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_proto_msgTypes[17]
+	mi := &file_bulwark_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1302,7 +1441,7 @@ func (x *Denial) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Denial.ProtoReflect.Descriptor instead.
 func (*Denial) Descriptor() ([]byte, []int) {
-	return file_bulwark_proto_rawDescGZIP(), []int{17}
+	return file_bulwark_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Denial) GetDirection() string {
@@ -1405,14 +1544,20 @@ type Inbound struct {
 	TrafficPolicy []byte `protobuf:"bytes,3,opt,name=traffic_policy,json=trafficPolicy,proto3" json:"traffic_policy,omitempty"`
 	// The Route resources of this service (JSON): the inbound side enforces
 	// per-rule rate limits.
-	Routes        [][]byte `protobuf:"bytes,4,rep,name=routes,proto3" json:"routes,omitempty"`
+	Routes [][]byte `protobuf:"bytes,4,rep,name=routes,proto3" json:"routes,omitempty"`
+	// SPIFFE IDs of the mesh's gateways (one per Gateway resource). The
+	// inbound side keeps the X-Forwarded-For, X-Forwarded-Proto and
+	// X-Forwarded-Host headers these callers set (they are the edge, where
+	// the client's values were replaced); from any other caller it removes
+	// them.
+	Gateways      []string `protobuf:"bytes,5,rep,name=gateways,proto3" json:"gateways,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Inbound) Reset() {
 	*x = Inbound{}
-	mi := &file_bulwark_proto_msgTypes[18]
+	mi := &file_bulwark_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1424,7 +1569,7 @@ func (x *Inbound) String() string {
 func (*Inbound) ProtoMessage() {}
 
 func (x *Inbound) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_proto_msgTypes[18]
+	mi := &file_bulwark_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1437,7 +1582,7 @@ func (x *Inbound) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Inbound.ProtoReflect.Descriptor instead.
 func (*Inbound) Descriptor() ([]byte, []int) {
-	return file_bulwark_proto_rawDescGZIP(), []int{18}
+	return file_bulwark_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Inbound) GetPolicies() [][]byte {
@@ -1468,6 +1613,13 @@ func (x *Inbound) GetRoutes() [][]byte {
 	return nil
 }
 
+func (x *Inbound) GetGateways() []string {
+	if x != nil {
+		return x.Gateways
+	}
+	return nil
+}
+
 type PeerIdentity struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	SpiffeId      string                 `protobuf:"bytes,1,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
@@ -1478,7 +1630,7 @@ type PeerIdentity struct {
 
 func (x *PeerIdentity) Reset() {
 	*x = PeerIdentity{}
-	mi := &file_bulwark_proto_msgTypes[19]
+	mi := &file_bulwark_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1490,7 +1642,7 @@ func (x *PeerIdentity) String() string {
 func (*PeerIdentity) ProtoMessage() {}
 
 func (x *PeerIdentity) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_proto_msgTypes[19]
+	mi := &file_bulwark_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1503,7 +1655,7 @@ func (x *PeerIdentity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerIdentity.ProtoReflect.Descriptor instead.
 func (*PeerIdentity) Descriptor() ([]byte, []int) {
-	return file_bulwark_proto_rawDescGZIP(), []int{19}
+	return file_bulwark_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *PeerIdentity) GetSpiffeId() string {
@@ -1549,7 +1701,7 @@ type Destination struct {
 
 func (x *Destination) Reset() {
 	*x = Destination{}
-	mi := &file_bulwark_proto_msgTypes[20]
+	mi := &file_bulwark_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1561,7 +1713,7 @@ func (x *Destination) String() string {
 func (*Destination) ProtoMessage() {}
 
 func (x *Destination) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_proto_msgTypes[20]
+	mi := &file_bulwark_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1574,7 +1726,7 @@ func (x *Destination) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Destination.ProtoReflect.Descriptor instead.
 func (*Destination) Descriptor() ([]byte, []int) {
-	return file_bulwark_proto_rawDescGZIP(), []int{20}
+	return file_bulwark_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Destination) GetService() string {
@@ -1646,7 +1798,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_bulwark_proto_msgTypes[21]
+	mi := &file_bulwark_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1658,7 +1810,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_proto_msgTypes[21]
+	mi := &file_bulwark_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1671,7 +1823,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_bulwark_proto_rawDescGZIP(), []int{21}
+	return file_bulwark_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Endpoint) GetAddress() string {
@@ -1760,7 +1912,7 @@ const file_bulwark_proto_rawDesc = "" +
 	"\bprotocol\x18\x06 \x01(\tR\bprotocol\"5\n" +
 	"\x03Ack\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x03R\aversion\x12\x14\n" +
-	"\x05error\x18\x02 \x01(\tR\x05error\"\xb6\x04\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error\"\xf1\x04\n" +
 	"\bSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x03R\aversion\x12!\n" +
 	"\ftrust_bundle\x18\x02 \x03(\fR\vtrustBundle\x123\n" +
@@ -1774,10 +1926,19 @@ const file_bulwark_proto_rawDesc = "" +
 	"jwt_bundle\x18\t \x01(\fR\tjwtBundle\x12B\n" +
 	"\rjwt_providers\x18\n" +
 	" \x03(\v2\x1d.bulwark.v1alpha1.JWTProviderR\fjwtProviders\x12>\n" +
-	"\x06labels\x18\v \x03(\v2&.bulwark.v1alpha1.Snapshot.LabelsEntryR\x06labels\x1a9\n" +
+	"\x06labels\x18\v \x03(\v2&.bulwark.v1alpha1.Snapshot.LabelsEntryR\x06labels\x129\n" +
+	"\agateway\x18\f \x01(\v2\x1f.bulwark.v1alpha1.GatewayConfigR\agateway\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"=\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa6\x01\n" +
+	"\rGatewayConfig\x12\x1a\n" +
+	"\bresource\x18\x01 \x01(\fR\bresource\x125\n" +
+	"\asecrets\x18\x02 \x03(\v2\x1b.bulwark.v1alpha1.TLSSecretR\asecrets\x12B\n" +
+	"\rjwt_providers\x18\x03 \x03(\v2\x1d.bulwark.v1alpha1.JWTProviderR\fjwtProviders\"S\n" +
+	"\tTLSSecret\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x19\n" +
+	"\bcert_pem\x18\x02 \x01(\fR\acertPem\x12\x17\n" +
+	"\akey_pem\x18\x03 \x01(\fR\x06keyPem\"=\n" +
 	"\vJWTProvider\x12\x1a\n" +
 	"\bresource\x18\x01 \x01(\fR\bresource\x12\x12\n" +
 	"\x04jwks\x18\x02 \x01(\fR\x04jwks\"\xb5\x01\n" +
@@ -1821,12 +1982,13 @@ const file_bulwark_proto_rawDesc = "" +
 	"\x05count\x18\n" +
 	" \x01(\x03R\x05count\x12/\n" +
 	"\x14first_seen_unix_nano\x18\v \x01(\x03R\x11firstSeenUnixNano\x12-\n" +
-	"\x13last_seen_unix_nano\x18\f \x01(\x03R\x10lastSeenUnixNano\"\x9a\x01\n" +
+	"\x13last_seen_unix_nano\x18\f \x01(\x03R\x10lastSeenUnixNano\"\xb6\x01\n" +
 	"\aInbound\x12\x1a\n" +
 	"\bpolicies\x18\x01 \x03(\fR\bpolicies\x124\n" +
 	"\x05peers\x18\x02 \x03(\v2\x1e.bulwark.v1alpha1.PeerIdentityR\x05peers\x12%\n" +
 	"\x0etraffic_policy\x18\x03 \x01(\fR\rtrafficPolicy\x12\x16\n" +
-	"\x06routes\x18\x04 \x03(\fR\x06routes\"G\n" +
+	"\x06routes\x18\x04 \x03(\fR\x06routes\x12\x1a\n" +
+	"\bgateways\x18\x05 \x03(\tR\bgateways\"G\n" +
 	"\fPeerIdentity\x12\x1b\n" +
 	"\tspiffe_id\x18\x01 \x01(\tR\bspiffeId\x12\x1a\n" +
 	"\bservices\x18\x02 \x03(\tR\bservices\"\xf4\x01\n" +
@@ -1867,7 +2029,7 @@ func file_bulwark_proto_rawDescGZIP() []byte {
 	return file_bulwark_proto_rawDescData
 }
 
-var file_bulwark_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_bulwark_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_bulwark_proto_goTypes = []any{
 	(*SignJWTSVIDRequest)(nil),  // 0: bulwark.v1alpha1.SignJWTSVIDRequest
 	(*SignJWTSVIDResponse)(nil), // 1: bulwark.v1alpha1.SignJWTSVIDResponse
@@ -1881,18 +2043,20 @@ var file_bulwark_proto_goTypes = []any{
 	(*Node)(nil),                // 9: bulwark.v1alpha1.Node
 	(*Ack)(nil),                 // 10: bulwark.v1alpha1.Ack
 	(*Snapshot)(nil),            // 11: bulwark.v1alpha1.Snapshot
-	(*JWTProvider)(nil),         // 12: bulwark.v1alpha1.JWTProvider
-	(*ReportRequest)(nil),       // 13: bulwark.v1alpha1.ReportRequest
-	(*Edge)(nil),                // 14: bulwark.v1alpha1.Edge
-	(*AuthFailure)(nil),         // 15: bulwark.v1alpha1.AuthFailure
-	(*ReportResponse)(nil),      // 16: bulwark.v1alpha1.ReportResponse
-	(*Denial)(nil),              // 17: bulwark.v1alpha1.Denial
-	(*Inbound)(nil),             // 18: bulwark.v1alpha1.Inbound
-	(*PeerIdentity)(nil),        // 19: bulwark.v1alpha1.PeerIdentity
-	(*Destination)(nil),         // 20: bulwark.v1alpha1.Destination
-	(*Endpoint)(nil),            // 21: bulwark.v1alpha1.Endpoint
-	nil,                         // 22: bulwark.v1alpha1.Snapshot.LabelsEntry
-	nil,                         // 23: bulwark.v1alpha1.Endpoint.LabelsEntry
+	(*GatewayConfig)(nil),       // 12: bulwark.v1alpha1.GatewayConfig
+	(*TLSSecret)(nil),           // 13: bulwark.v1alpha1.TLSSecret
+	(*JWTProvider)(nil),         // 14: bulwark.v1alpha1.JWTProvider
+	(*ReportRequest)(nil),       // 15: bulwark.v1alpha1.ReportRequest
+	(*Edge)(nil),                // 16: bulwark.v1alpha1.Edge
+	(*AuthFailure)(nil),         // 17: bulwark.v1alpha1.AuthFailure
+	(*ReportResponse)(nil),      // 18: bulwark.v1alpha1.ReportResponse
+	(*Denial)(nil),              // 19: bulwark.v1alpha1.Denial
+	(*Inbound)(nil),             // 20: bulwark.v1alpha1.Inbound
+	(*PeerIdentity)(nil),        // 21: bulwark.v1alpha1.PeerIdentity
+	(*Destination)(nil),         // 22: bulwark.v1alpha1.Destination
+	(*Endpoint)(nil),            // 23: bulwark.v1alpha1.Endpoint
+	nil,                         // 24: bulwark.v1alpha1.Snapshot.LabelsEntry
+	nil,                         // 25: bulwark.v1alpha1.Endpoint.LabelsEntry
 }
 var file_bulwark_proto_depIdxs = []int32{
 	4,  // 0: bulwark.v1alpha1.AttestResponse.svid:type_name -> bulwark.v1alpha1.X509SVID
@@ -1900,31 +2064,34 @@ var file_bulwark_proto_depIdxs = []int32{
 	9,  // 2: bulwark.v1alpha1.SubscribeRequest.node:type_name -> bulwark.v1alpha1.Node
 	10, // 3: bulwark.v1alpha1.SubscribeRequest.ack:type_name -> bulwark.v1alpha1.Ack
 	8,  // 4: bulwark.v1alpha1.SubscribeRequest.status:type_name -> bulwark.v1alpha1.Status
-	18, // 5: bulwark.v1alpha1.Snapshot.inbound:type_name -> bulwark.v1alpha1.Inbound
-	20, // 6: bulwark.v1alpha1.Snapshot.destinations:type_name -> bulwark.v1alpha1.Destination
-	12, // 7: bulwark.v1alpha1.Snapshot.jwt_providers:type_name -> bulwark.v1alpha1.JWTProvider
-	22, // 8: bulwark.v1alpha1.Snapshot.labels:type_name -> bulwark.v1alpha1.Snapshot.LabelsEntry
-	17, // 9: bulwark.v1alpha1.ReportRequest.denials:type_name -> bulwark.v1alpha1.Denial
-	14, // 10: bulwark.v1alpha1.ReportRequest.edges:type_name -> bulwark.v1alpha1.Edge
-	15, // 11: bulwark.v1alpha1.ReportRequest.auth_failures:type_name -> bulwark.v1alpha1.AuthFailure
-	19, // 12: bulwark.v1alpha1.Inbound.peers:type_name -> bulwark.v1alpha1.PeerIdentity
-	21, // 13: bulwark.v1alpha1.Destination.endpoints:type_name -> bulwark.v1alpha1.Endpoint
-	23, // 14: bulwark.v1alpha1.Endpoint.labels:type_name -> bulwark.v1alpha1.Endpoint.LabelsEntry
-	2,  // 15: bulwark.v1alpha1.Control.Attest:input_type -> bulwark.v1alpha1.AttestRequest
-	5,  // 16: bulwark.v1alpha1.Control.SignSVID:input_type -> bulwark.v1alpha1.SignSVIDRequest
-	7,  // 17: bulwark.v1alpha1.Control.Subscribe:input_type -> bulwark.v1alpha1.SubscribeRequest
-	0,  // 18: bulwark.v1alpha1.Control.SignJWTSVID:input_type -> bulwark.v1alpha1.SignJWTSVIDRequest
-	13, // 19: bulwark.v1alpha1.Control.Report:input_type -> bulwark.v1alpha1.ReportRequest
-	3,  // 20: bulwark.v1alpha1.Control.Attest:output_type -> bulwark.v1alpha1.AttestResponse
-	6,  // 21: bulwark.v1alpha1.Control.SignSVID:output_type -> bulwark.v1alpha1.SignSVIDResponse
-	11, // 22: bulwark.v1alpha1.Control.Subscribe:output_type -> bulwark.v1alpha1.Snapshot
-	1,  // 23: bulwark.v1alpha1.Control.SignJWTSVID:output_type -> bulwark.v1alpha1.SignJWTSVIDResponse
-	16, // 24: bulwark.v1alpha1.Control.Report:output_type -> bulwark.v1alpha1.ReportResponse
-	20, // [20:25] is the sub-list for method output_type
-	15, // [15:20] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	20, // 5: bulwark.v1alpha1.Snapshot.inbound:type_name -> bulwark.v1alpha1.Inbound
+	22, // 6: bulwark.v1alpha1.Snapshot.destinations:type_name -> bulwark.v1alpha1.Destination
+	14, // 7: bulwark.v1alpha1.Snapshot.jwt_providers:type_name -> bulwark.v1alpha1.JWTProvider
+	24, // 8: bulwark.v1alpha1.Snapshot.labels:type_name -> bulwark.v1alpha1.Snapshot.LabelsEntry
+	12, // 9: bulwark.v1alpha1.Snapshot.gateway:type_name -> bulwark.v1alpha1.GatewayConfig
+	13, // 10: bulwark.v1alpha1.GatewayConfig.secrets:type_name -> bulwark.v1alpha1.TLSSecret
+	14, // 11: bulwark.v1alpha1.GatewayConfig.jwt_providers:type_name -> bulwark.v1alpha1.JWTProvider
+	19, // 12: bulwark.v1alpha1.ReportRequest.denials:type_name -> bulwark.v1alpha1.Denial
+	16, // 13: bulwark.v1alpha1.ReportRequest.edges:type_name -> bulwark.v1alpha1.Edge
+	17, // 14: bulwark.v1alpha1.ReportRequest.auth_failures:type_name -> bulwark.v1alpha1.AuthFailure
+	21, // 15: bulwark.v1alpha1.Inbound.peers:type_name -> bulwark.v1alpha1.PeerIdentity
+	23, // 16: bulwark.v1alpha1.Destination.endpoints:type_name -> bulwark.v1alpha1.Endpoint
+	25, // 17: bulwark.v1alpha1.Endpoint.labels:type_name -> bulwark.v1alpha1.Endpoint.LabelsEntry
+	2,  // 18: bulwark.v1alpha1.Control.Attest:input_type -> bulwark.v1alpha1.AttestRequest
+	5,  // 19: bulwark.v1alpha1.Control.SignSVID:input_type -> bulwark.v1alpha1.SignSVIDRequest
+	7,  // 20: bulwark.v1alpha1.Control.Subscribe:input_type -> bulwark.v1alpha1.SubscribeRequest
+	0,  // 21: bulwark.v1alpha1.Control.SignJWTSVID:input_type -> bulwark.v1alpha1.SignJWTSVIDRequest
+	15, // 22: bulwark.v1alpha1.Control.Report:input_type -> bulwark.v1alpha1.ReportRequest
+	3,  // 23: bulwark.v1alpha1.Control.Attest:output_type -> bulwark.v1alpha1.AttestResponse
+	6,  // 24: bulwark.v1alpha1.Control.SignSVID:output_type -> bulwark.v1alpha1.SignSVIDResponse
+	11, // 25: bulwark.v1alpha1.Control.Subscribe:output_type -> bulwark.v1alpha1.Snapshot
+	1,  // 26: bulwark.v1alpha1.Control.SignJWTSVID:output_type -> bulwark.v1alpha1.SignJWTSVIDResponse
+	18, // 27: bulwark.v1alpha1.Control.Report:output_type -> bulwark.v1alpha1.ReportResponse
+	23, // [23:28] is the sub-list for method output_type
+	18, // [18:23] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_bulwark_proto_init() }
@@ -1943,7 +2110,7 @@ func file_bulwark_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_bulwark_proto_rawDesc), len(file_bulwark_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   24,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -44,6 +44,8 @@ func knownKinds() []kindSpec {
 		{name: KindRoute, new: func() Object { return new(Route) }},
 		{name: KindExternalService, new: func() Object { return new(ExternalService) }},
 		{name: KindAlertRule, new: func() Object { return new(AlertRule) }},
+		{name: KindGateway, new: func() Object { return new(Gateway) }},
+		{name: KindSecret, new: func() Object { return new(Secret) }},
 		{name: KindProxy, readOnly: true, new: func() Object { return new(Proxy) }},
 		{name: KindService, readOnly: true, new: func() Object { return new(Service) }},
 		{name: KindDenial, readOnly: true, new: func() Object { return new(Denial) }},

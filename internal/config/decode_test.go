@@ -554,7 +554,7 @@ func TestUnmarshalListRejects(t *testing.T) {
 		{"items-not-a-list", `{"apiVersion":"bulwark.dev/v1alpha1","kind":"List","items":{}}`,
 			"unmarshal list: items: expected a list of values, got a mapping"},
 		{"unknown-item-kind", head + `{"apiVersion":"bulwark.dev/v1alpha1","kind":"Foo"}]}`,
-			`unmarshal list: items[0].kind: unknown kind "Foo" (known: AuthorizationPolicy, JWTProvider, Mesh, Role, RoleBinding, TrafficPolicy, Route, ExternalService, AlertRule, Proxy, Service, Denial, Edge, Alert)`},
+			`unmarshal list: items[0].kind: unknown kind "Foo" (known: AuthorizationPolicy, JWTProvider, Mesh, Role, RoleBinding, TrafficPolicy, Route, ExternalService, AlertRule, Gateway, Secret, Proxy, Service, Denial, Edge, Alert)`},
 		{"unknown-item-field", head + item + `,{"apiVersion":"bulwark.dev/v1alpha1","kind":"Proxy","metadata":{"name":"q"},"status":{"conected":true}}]}`,
 			"unmarshal list: items[1].status.conected: unknown field"},
 		{"item-not-a-mapping", head + `"x"]}`, "unmarshal list: items[0]: expected a mapping, got a string"},

@@ -32,6 +32,10 @@ func ResourceKind(name string) (kind string, ok bool) {
 		return KindAlertRule, true
 	case "alerts", "alert":
 		return KindAlert, true
+	case "gateways", "gateway", "gw":
+		return KindGateway, true
+	case "secrets", "secret":
+		return KindSecret, true
 	}
 	return "", false
 }
