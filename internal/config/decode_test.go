@@ -143,7 +143,7 @@ func TestDecodeRejectsDefectiveFixtures(t *testing.T) {
 		{"duplicate-key.json", []docErr{{1, "", "", `json: line 5: duplicate key "methods" in spec.rules[0].to`}}},
 		{"bad-api-version.yaml", []docErr{{1, ap, "", `apiVersion: unsupported version "bulwark.dev/v1" (supported: bulwark.dev/v1alpha1)`}}},
 		{"missing-api-version.yaml", []docErr{{1, ap, "", "apiVersion: required (supported: bulwark.dev/v1alpha1)"}}},
-		{"unknown-kind.yaml", []docErr{{1, "", "", `kind: unknown kind "Foo" (known: AuthorizationPolicy, JWTProvider, Mesh, Role, RoleBinding, TrafficPolicy, Route, ExternalService, AlertRule)`}}},
+		{"unknown-kind.yaml", []docErr{{1, "", "", `kind: unknown kind "Foo" (known: AuthorizationPolicy, JWTProvider, Mesh, Role, RoleBinding, TrafficPolicy, Route, ExternalService, AlertRule, Gateway, Secret)`}}},
 		{"missing-kind.yaml", []docErr{{1, "", "", "kind: required"}}},
 		{"kind-not-a-string.yaml", []docErr{{1, "", "", "kind: expected a string, got a list"}}},
 		{"wrong-type.yaml", []docErr{{1, ap, "default/web-to-api", "spec.rules[0].to.methods: expected a list of strings, got a string"}}},
@@ -204,7 +204,7 @@ func TestDecodeReportsEveryDocument(t *testing.T) {
 	_, err := config.Decode([]byte(stream))
 	want := []docErr{
 		{1, config.KindAuthorizationPolicy, "default/web-to-api", "spec.rules[0].to.methodz: unknown field"},
-		{3, "", "", `kind: unknown kind "Foo" (known: AuthorizationPolicy, JWTProvider, Mesh, Role, RoleBinding, TrafficPolicy, Route, ExternalService, AlertRule)`},
+		{3, "", "", `kind: unknown kind "Foo" (known: AuthorizationPolicy, JWTProvider, Mesh, Role, RoleBinding, TrafficPolicy, Route, ExternalService, AlertRule, Gateway, Secret)`},
 	}
 	if diff := cmp.Diff(want, docErrs(t, err)); diff != "" {
 		t.Errorf("errors mismatch (-want +got):\n%s", diff)
