@@ -106,7 +106,7 @@ func newAuditAPI(t testing.TB, cas ...admin.CA) *auditAPI {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a.resources = resource.New(st, a.clock).WithAudit(log)
+	a.resources = resource.New(st, a.clock).WithAudit(log).WithSealer(keys)
 	if a.registry, err = registry.New(registry.Config{Store: st, Clock: a.clock}); err != nil {
 		t.Fatal(err)
 	}

@@ -116,7 +116,7 @@ func newAPI(t testing.TB) *api {
 	}
 	t.Cleanup(func() { st.Close() })
 	a := &api{clock: clock.NewFake(start), logs: &syncBuffer{}}
-	a.resources = resource.New(st, a.clock)
+	a.resources = resource.New(st, a.clock).WithSealer(keymanager.NewMemory())
 	if a.registry, err = registry.New(registry.Config{Store: st, Clock: a.clock}); err != nil {
 		t.Fatal(err)
 	}

@@ -215,7 +215,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	resources := resource.New(st, cfg.Clock)
+	// Secrets are sealed at rest under the CA keys' key-encryption key
+	// (docs/secrets.md).
+	resources := resource.New(st, cfg.Clock).WithSealer(keys)
 	// The tamper-evident audit log (docs/audit.md): its checkpoint key is
 	// kept with the CA keys.
 	auditLog, err := audit.Open(ctx, audit.Config{Store: st, Keys: keys, Clock: cfg.Clock, Logger: logger})

@@ -67,9 +67,25 @@ func NewStateBuilder(t testing.TB, st store.Store, reg *registry.Registry, c *ca
 		t.Fatalf("ca.NewJWTAuthority: %v", err)
 	}
 	return &StateBuilder{b: &stateBuilder{
-		store: st, resources: resource.New(st, nil), registry: reg, ca: c, jwt: jwtAuthority, hub: hub, td: td,
+		store: st, resources: resource.New(st, nil).WithSealer(keymanager.NewMemory()), registry: reg, ca: c, jwt: jwtAuthority, hub: hub, td: td,
 		logger: telemetry.OrDiscard(nil),
 	}}
+}
+
+// GatewayNotes returns gatewayNotes(st), each as "service: msg: detail".
+func GatewayNotes(st *push.State) []string {
+	var out []string
+	for _, n := range gatewayNotes(st) {
+		out = append(out, n.service+": "+n.msg+": "+n.detail)
+	}
+	return out
+}
+
+// WithSealer makes the builder open Secrets with sl: the sealer of the
+// resource store the test applies them with.
+func (s *StateBuilder) WithSealer(sl keymanager.Sealer) *StateBuilder {
+	s.b.resources = s.b.resources.WithSealer(sl)
+	return s
 }
 
 // Rebuild runs one rebuild.
@@ -142,7 +158,7 @@ func StartPlane(t testing.TB, cfg PlaneConfig) *Plane {
 	if err != nil {
 		t.Fatalf("jointoken.New: %v", err)
 	}
-	resources := resource.New(st, cfg.Clock)
+	resources := resource.New(st, cfg.Clock).WithSealer(keys)
 	hub := push.NewHub(logger)
 	builder := &stateBuilder{store: st, resources: resources, registry: reg, ca: workloadCA, jwt: jwtAuthority, hub: hub, td: td, logger: logger}
 

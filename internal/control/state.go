@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -166,11 +167,15 @@ func (b *stateBuilder) read(ctx context.Context) (st *push.State, notes []stateN
 	if err != nil {
 		return nil, nil, 0, err
 	}
+	edge, rev6, err := b.readGateways(ctx)
+	if err != nil {
+		return nil, nil, 0, err
+	}
 	// One consistent view of the CA: the bundle version must be that of
 	// these roots, or rotation could activate too early.
 	rot := b.ca.Rotation()
 	st = &push.State{
-		Revision:         max(rev1, rev2, rev4, rev5),
+		Revision:         max(rev1, rev2, rev4, rev5, rev6),
 		Identities:       make(map[string][]string, len(ids)),
 		Endpoints:        map[string][]push.Endpoint{},
 		BundleVersion:    rot.BundleVersion,
@@ -181,6 +186,9 @@ func (b *stateBuilder) read(ctx context.Context) (st *push.State, notes []stateN
 		Protocols:        map[string]string{},
 		TrafficPolicies:  traffic.policies,
 		Routes:           traffic.routes,
+		Gateways:         edge.gateways,
+		Secrets:          edge.secrets,
+		GatewayIDs:       edge.ids,
 	}
 	roots := rot.Roots
 	for _, c := range roots {
@@ -256,9 +264,11 @@ func (b *stateBuilder) read(ctx context.Context) (st *push.State, notes []stateN
 		st.ExternalServices = append(st.ExternalServices, e)
 	}
 	notes = append(notes, traffic.notes...)
+	notes = append(notes, edge.notes...)
+	notes = append(notes, gatewayNotes(st)...)
 	slices.SortFunc(notes, func(a, b stateNote) int { return strings.Compare(a.service+a.msg, b.service+b.msg) })
 	st.Seal()
-	return st, notes, min(rev1, rev2, rev3, rev5), nil
+	return st, notes, min(rev1, rev2, rev3, rev5, rev6), nil
 }
 
 // stateNote is something odd in the mesh's resources that a rebuild logs
@@ -320,6 +330,103 @@ func (b *stateBuilder) readTraffic(ctx context.Context) (trafficResources, int64
 	return out, rev, nil
 }
 
+// edgeResources are the Gateways of the mesh and the Secrets they name.
+type edgeResources struct {
+	gateways []push.Gateway
+	// secrets maps "ns/name" to each Secret a Gateway names that exists,
+	// with its data (nil when it did not open) and its resourceVersion
+	// (inputsHash hashes that, never the data).
+	secrets map[string]*config.Secret
+	// ids are the gateways' SPIFFE IDs.
+	ids   []string
+	notes []stateNote
+}
+
+// readGateways reads every Gateway, with its JSON as its gateway gets it
+// (no resource version), and the Secrets they name, opened: only those,
+// so that the state holds no key material no gateway needs. It returns the
+// latest revision read.
+func (b *stateBuilder) readGateways(ctx context.Context) (edgeResources, int64, error) {
+	out := edgeResources{secrets: map[string]*config.Secret{}}
+	gws, rev, err := b.resources.List(ctx, config.KindGateway, "")
+	if err != nil {
+		return out, 0, err
+	}
+	var refs []string
+	for _, o := range gws {
+		g, ok := o.(*config.Gateway)
+		if !ok {
+			continue
+		}
+		g.Metadata.ResourceVersion = "" // not part of what the gateway serves
+		js, err := config.Marshal(g)
+		if err != nil {
+			return out, 0, err
+		}
+		out.gateways = append(out.gateways, push.Gateway{Gateway: g, JSON: js})
+		id, err := spiffeid.FromSegments(b.td, "ns", g.Metadata.Namespace, "sa", g.Metadata.Name)
+		if err != nil {
+			continue // names are validated: not reached
+		}
+		out.ids = append(out.ids, id.String())
+		for _, name := range push.GatewaySecretNames(g) {
+			refs = append(refs, g.Metadata.Namespace+"/"+name)
+		}
+	}
+	slices.Sort(out.ids)
+	slices.Sort(refs)
+	// A Secret changed after the Gateways' read is seen again: the watch
+	// starts at or before that read.
+	for _, ref := range slices.Compact(refs) {
+		ns, name, _ := strings.Cut(ref, "/")
+		o, err := b.resources.Get(ctx, config.KindSecret, ns, name)
+		if errors.Is(err, store.ErrNotFound) {
+			continue // gatewayNotes notes it
+		}
+		if err != nil {
+			return out, 0, err
+		}
+		sec, ok := o.(*config.Secret)
+		if !ok {
+			continue
+		}
+		out.secrets[ref] = sec
+		if r, err := strconv.ParseInt(sec.Metadata.ResourceVersion, 10, 64); err == nil {
+			rev = max(rev, r)
+		}
+		if sec.Data == nil {
+			out.notes = append(out.notes, stateNote{msg: "a secret cannot be decrypted with this control plane's ca key; gateways do not get it (apply it again)",
+				service: ref})
+		}
+	}
+	return out, rev, nil
+}
+
+// gatewayNotes notes the Secrets and JWTProviders that Gateways name and
+// that do not exist (the gateway serves without them).
+func gatewayNotes(st *push.State) []stateNote {
+	var notes []stateNote
+	for _, g := range st.Gateways {
+		m := g.Gateway.Metadata
+		svc := m.Namespace + "/" + m.Name
+		for _, name := range push.GatewaySecretNames(g.Gateway) {
+			sec := st.Secrets[m.Namespace+"/"+name]
+			switch {
+			case sec == nil:
+				notes = append(notes, stateNote{msg: "gateway names a missing secret", service: svc, detail: name})
+			case sec.Type != config.SecretTypeTLS:
+				notes = append(notes, stateNote{msg: "gateway names a secret that is not of type " + config.SecretTypeTLS, service: svc, detail: name})
+			}
+		}
+		for _, name := range push.GatewayJWTProviderNames(g.Gateway) {
+			if !st.HasGatewayProvider(m.Namespace, name) {
+				notes = append(notes, stateNote{msg: "gateway names a missing jwt provider", service: svc, detail: name})
+			}
+		}
+	}
+	return notes
+}
+
 // inputsHash fingerprints everything a snapshot is compiled from, so that
 // store writes that change none of it (a proxy's ACK) do not wake every
 // subscriber.
@@ -357,6 +464,16 @@ func inputsHash(st *push.State) [32]byte {
 	}
 	for _, e := range st.ExternalServices {
 		fmt.Fprintf(h, "ext %d:%s;", len(e.JSON), e.JSON)
+	}
+	for _, g := range st.Gateways {
+		fmt.Fprintf(h, "gw %d:%s;", len(g.JSON), g.JSON)
+	}
+	fmt.Fprintf(h, "gwids %q;", st.GatewayIDs)
+	// A Secret by its store revision, which every change of it moves
+	// (never by its data: this hash is no oracle of the key).
+	for _, ref := range slices.Sorted(maps.Keys(st.Secrets)) {
+		s := st.Secrets[ref]
+		fmt.Fprintf(h, "secret %s@%s:%v;", ref, s.Metadata.ResourceVersion, s.Data != nil)
 	}
 	for _, s := range st.Services {
 		fmt.Fprintf(h, "%s(%s):", s, st.Protocols[s])

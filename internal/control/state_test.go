@@ -55,9 +55,10 @@ func newStateFixture(t testing.TB, wrap func(store.Store) store.Store) *stateFix
 		t.Fatal(err)
 	}
 	hub := push.NewHub(nil)
+	sealer := keymanager.NewMemory()
 	return &stateFixture{
-		raw: raw, reg: reg, resources: resource.New(raw, nil), hub: hub,
-		builder: control.NewStateBuilder(t, st, mustRegistry(t, st), c, hub, td),
+		raw: raw, reg: reg, resources: resource.New(raw, nil).WithSealer(sealer), hub: hub,
+		builder: control.NewStateBuilder(t, st, mustRegistry(t, st), c, hub, td).WithSealer(sealer),
 	}
 }
 
@@ -198,6 +199,14 @@ func TestRebuild(t *testing.T) {
 		}, true},
 		{"TrafficPolicyAdded", func(t testing.TB, f *stateFixture) {
 			f.applyDocs(t, trafficDocs)
+		}, true},
+		// A Secret no Gateway names is not part of the state.
+		{"SecretNobodyNames", func(t testing.TB, f *stateFixture) {
+			certPEM, keyPEM := tlsPair(t, "shop.example.com")
+			f.applyJSON(t, secretJSON("shop", "web-tls", certPEM, keyPEM))
+		}, false},
+		{"GatewayAdded", func(t testing.TB, f *stateFixture) {
+			f.applyJSON(t, gatewayJSON("shop", "edge", []string{"web-tls"}, nil))
 		}, true},
 	}
 	for _, tt := range tests {

@@ -14,7 +14,10 @@
 //     found.
 //   - Memory keeps keys in process memory (tests, ephemeral meshes).
 //
-// keymanagertest holds the contract suite both pass. Key material never
+// Both are also Sealers: they encrypt the data of Secret resources for the
+// store under the same custody (AES-256-GCM, bound to a purpose).
+//
+// keymanagertest holds the contract suites both pass. Key material never
 // appears in logs or errors, and a Secret never prints itself.
 package keymanager
 

@@ -3,6 +3,7 @@ package keymanager
 import (
 	"context"
 	"crypto"
+	"crypto/cipher"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -16,11 +17,15 @@ import (
 type Memory struct {
 	mu   sync.RWMutex
 	keys map[string]crypto.Signer
+	// aead seals under a random key of this Memory (Sealer); nil when the
+	// system's randomness failed, and then Seal fails.
+	aead cipher.AEAD
 }
 
 // NewMemory returns an empty Memory.
 func NewMemory() *Memory {
-	return &Memory{keys: make(map[string]crypto.Signer)}
+	aead, _ := newRandomAEAD()
+	return &Memory{keys: make(map[string]crypto.Signer), aead: aead}
 }
 
 // GenerateKey creates a new ECDSA P-256 key under id, replacing any key of

@@ -10,6 +10,9 @@
 // exist. An external service (ExternalService) is a destination without
 // endpoints; a caller allowed to reach it gets the full policies that
 // select it, because the caller's sidecar is their only enforcement point.
+// A gateway (the node of a Gateway's service) also gets its Gateway, the
+// Secrets its listeners name and the JWT providers its routes name; no
+// other node ever gets a Secret.
 package push
 
 import (
@@ -109,6 +112,17 @@ type State struct {
 	// ExternalServices are every ExternalService in the mesh; each is a
 	// destination named "ns/name" with no endpoints.
 	ExternalServices []ExternalService
+	// Gateways are every Gateway in the mesh.
+	Gateways []Gateway
+	// Secrets maps "ns/name" to Secrets with their data (opened by the
+	// control plane's key custody; nil when it did not open): the control
+	// plane reads only those that Gateways name. Only the gateways that
+	// name them get them.
+	Secrets map[string]*config.Secret
+	// GatewayIDs are the SPIFFE IDs of the gateways, one per Gateway
+	// (spiffe://<td>/ns/<namespace>/sa/<name>); Seal sorts them. Every
+	// snapshot carries them (Inbound.gateways).
+	GatewayIDs []string
 
 	// trafficPolicyOf, routesOf and externalOf index the traffic
 	// resources by service ("ns/name"): JSON documents, routes sorted by
@@ -116,6 +130,8 @@ type State struct {
 	trafficPolicyOf map[string][]byte
 	routesOf        map[string][][]byte
 	externalOf      map[string][]byte
+	// gatewayOf indexes the Gateways by their service ("ns/name").
+	gatewayOf map[string]*Gateway
 
 	policies []*config.AuthorizationPolicy
 	jsonOf   map[*config.AuthorizationPolicy][]byte
@@ -174,6 +190,7 @@ func (st *State) Seal() {
 		}
 	}
 	slices.Sort(st.Services)
+	st.sealGateways()
 }
 
 // protocolOf returns the protocol of a mesh service.
@@ -194,10 +211,11 @@ func Compile(st *State, node Node) (*apiv1.Snapshot, error) {
 		SigningAuthority: st.SigningAuthority,
 		RevokedSerials:   st.Revoked,
 		JwtBundle:        st.JWTBundle,
-		Inbound:          &apiv1.Inbound{},
+		Inbound:          &apiv1.Inbound{Gateways: st.GatewayIDs},
 		Services:         st.Services,
 		Labels:           node.Labels,
 		JwtProviders:     jwtProvidersFor(st, node),
+		Gateway:          gatewayFor(st, node),
 	}
 
 	// Inbound: the policies selecting the node's own service, and the

@@ -2,6 +2,12 @@
 // them: one validated JSON document per key "/resources/<Kind>/<ns>/<name>",
 // applied a whole file at a time in one store transaction (all documents or
 // none), with compare-and-swap so concurrent applies never lose an update.
+//
+// Secrets are stored sealed (encrypted at rest) under the control plane's
+// key custody: the document kept is an envelope with the Secret's metadata,
+// type and data keys, and its data sealed for the resource's key (see
+// WithSealer). Reads open it again; only the admin API's redaction keeps
+// the data from operators.
 package resource
 
 import (
@@ -10,14 +16,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/go-json-experiment/json"
+
 	"github.com/bulwarkmesh/bulwark/internal/audit"
 	"github.com/bulwarkmesh/bulwark/internal/clock"
 	"github.com/bulwarkmesh/bulwark/internal/config"
+	"github.com/bulwarkmesh/bulwark/internal/keymanager"
 	"github.com/bulwarkmesh/bulwark/internal/store"
 )
 
@@ -68,6 +78,27 @@ type Store struct {
 	clock clock.Clock
 	// audit, when set, commits every write with its audit entries.
 	audit Auditor
+	// sealer, when set, seals the data of Secrets; without it a Secret
+	// cannot be applied and reads of one have no data.
+	sealer keymanager.Sealer
+}
+
+// ErrNoKeyCustody is returned by Apply for a Secret when the Store has no
+// Sealer.
+var ErrNoKeyCustody = errors.New("secrets need the control plane's key custody (a store with a sealer)")
+
+// WithSealer returns a Store over the same store that keeps the data of
+// every Secret sealed by sl (keymanager.Disk: under the CA keys'
+// key-encryption key), for the purpose of the Secret's store key, so that
+// a sealed blob copied under another key does not open. The store holds an
+// envelope {apiVersion, kind, metadata, type, keys, sealed}, never the
+// plaintext; List and Get open it back into a *config.Secret with its data.
+// A Secret that does not open (another key custody, or altered) is read
+// with data nil.
+func (s *Store) WithSealer(sl keymanager.Sealer) *Store {
+	c := *s
+	c.sealer = sl
+	return &c
 }
 
 // Auditor commits a write together with its audit entries in one store
@@ -162,23 +193,37 @@ func (s *Store) plan(ctx context.Context, objs []config.Object) ([]Result, []sto
 		case err != nil:
 			return nil, nil, nil, nil, fmt.Errorf("apply: read %s: %w", k, err)
 		default:
-			old, err := config.DecodeObject(cur.Value)
+			old, err := s.decodeStored(ctx, cur)
 			if err != nil {
-				return nil, nil, nil, nil, fmt.Errorf("apply: stored %s is unreadable: %w", k, err)
+				return nil, nil, nil, nil, fmt.Errorf("apply: %w", err)
 			}
 			if ts := old.GetMetadata().CreationTimestamp; ts != "" {
 				created = ts
 			}
 			res.Outcome = Configured
 			cmps = append(cmps, store.Cmp{Key: k, ModRevision: cur.ModRevision})
+			if sec, ok := old.(*config.Secret); ok {
+				// The sealed form differs at every seal: compare the
+				// plaintext forms.
+				same, err := sameSecret(sec, o, created)
+				if err != nil {
+					return nil, nil, nil, nil, err
+				}
+				if same {
+					res.Outcome = Unchanged
+				}
+			}
 		}
-		doc, err := storedForm(o, created)
-		if err != nil {
-			return nil, nil, nil, nil, err
+		var doc []byte
+		if res.Outcome != Unchanged {
+			if doc, err = s.storedForm(ctx, k, o, created); err != nil {
+				return nil, nil, nil, nil, err
+			}
 		}
 		if res.Outcome == Configured && bytes.Equal(doc, cur.Value) {
 			res.Outcome = Unchanged
-		} else {
+		}
+		if res.Outcome != Unchanged {
 			ops = append(ops, store.Op{Key: k, Value: doc})
 			entries = append(entries, audit.Entry{Actor: req.Actor, Source: req.Source, Action: audit.ActionApply,
 				Kind: res.Kind, Namespace: res.Namespace, Name: res.Name, Before: audit.Digest(cur.Value),
@@ -189,10 +234,44 @@ func (s *Store) plan(ctx context.Context, objs []config.Object) ([]Result, []sto
 	return results, cmps, ops, entries, nil
 }
 
-// storedForm is the document as kept in the store: the object without
-// resourceVersion (that is the key's ModRevision) and with its creation
-// time.
-func storedForm(o config.Object, created string) ([]byte, error) {
+// storedForm is the document as kept in the store under key k: the object
+// without resourceVersion (that is the key's ModRevision) and with its
+// creation time; for a Secret, its sealed envelope.
+func (s *Store) storedForm(ctx context.Context, k string, o config.Object, created string) ([]byte, error) {
+	sec, ok := o.(*config.Secret)
+	if !ok {
+		return plainForm(o, created)
+	}
+	if s.sealer == nil {
+		return nil, fmt.Errorf("apply: %s %s: %w", config.KindSecret, config.Ref(o), ErrNoKeyCustody)
+	}
+	return sealSecret(ctx, s.sealer, k, sec, created)
+}
+
+// sameSecret reports whether the Secret old, as read from the store, is
+// what o would store with the creation time created, comparing the plain
+// documents in memory. A Secret whose data did not open is never the same.
+func sameSecret(old *config.Secret, o config.Object, created string) (bool, error) {
+	nu, ok := o.(*config.Secret)
+	if !ok || old.Data == nil {
+		return false, nil
+	}
+	a, err := plainForm(old, old.Metadata.CreationTimestamp)
+	if err != nil {
+		return false, err
+	}
+	defer clear(a)
+	b, err := plainForm(nu, created)
+	if err != nil {
+		return false, err
+	}
+	defer clear(b)
+	return bytes.Equal(a, b), nil
+}
+
+// plainForm is the document of o without resourceVersion and with its
+// creation time.
+func plainForm(o config.Object, created string) ([]byte, error) {
 	m := o.GetMetadata()
 	rv, ts := m.ResourceVersion, m.CreationTimestamp
 	m.ResourceVersion, m.CreationTimestamp = "", created
@@ -253,7 +332,7 @@ func (s *Store) List(ctx context.Context, kind, namespace string) ([]config.Obje
 	}
 	out := make([]config.Object, 0, len(kvs))
 	for _, kv := range kvs {
-		o, err := decodeStored(kv)
+		o, err := s.decodeStored(ctx, kv)
 		if err != nil {
 			return nil, 0, err
 		}
@@ -273,11 +352,20 @@ func (s *Store) Get(ctx context.Context, kind, namespace, name string) (config.O
 	if err != nil {
 		return nil, fmt.Errorf("get %s %s/%s: %w", kind, namespace, name, err)
 	}
-	return decodeStored(kv)
+	return s.decodeStored(ctx, kv)
 }
 
-func decodeStored(kv store.KV) (config.Object, error) {
-	o, err := config.DecodeObject(kv.Value)
+// decodeStored decodes a stored document; a Secret's envelope is opened.
+func (s *Store) decodeStored(ctx context.Context, kv store.KV) (config.Object, error) {
+	var (
+		o   config.Object
+		err error
+	)
+	if kind, _, _, ok := ParseKey(kv.Key); ok && kind == config.KindSecret {
+		o, err = openSecret(ctx, s.sealer, kv.Key, kv.Value)
+	} else {
+		o, err = config.DecodeObject(kv.Value)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("stored resource %s is unreadable: %w", kv.Key, err)
 	}
@@ -301,4 +389,81 @@ func ParseKey(k string) (kind, namespace, name string, ok bool) {
 func key(o config.Object) string {
 	m := o.GetMetadata()
 	return Key(o.GetTypeMeta().Kind, m.Namespace, m.Name)
+}
+
+// sealedSecret is a Secret as the store keeps it: everything but the data,
+// the sorted keys of the data (not secret), and the data (JSON of the map)
+// sealed for the Secret's store key.
+type sealedSecret struct {
+	APIVersion string            `json:"apiVersion"`
+	Kind       string            `json:"kind"`
+	Metadata   config.ObjectMeta `json:"metadata"`
+	Type       string            `json:"type"`
+	Keys       []string          `json:"keys"`
+	// Sealed is base64 in the JSON document.
+	Sealed []byte `json:"sealed"`
+}
+
+// sealSecret returns the stored envelope of sec under key k.
+func sealSecret(ctx context.Context, sl keymanager.Sealer, k string, sec *config.Secret, created string) ([]byte, error) {
+	if len(sec.StringData) > 0 {
+		// Validate merges stringData into data: an unvalidated Secret
+		// would lose it.
+		return nil, fmt.Errorf("apply: %s %s: stringData was not merged into data (not validated)", config.KindSecret, config.Ref(sec))
+	}
+	plain, err := json.Marshal(sec.Data, json.Deterministic(true))
+	if err != nil {
+		return nil, fmt.Errorf("apply: %s %s: encode data: %w", config.KindSecret, config.Ref(sec), err)
+	}
+	sealed, err := sl.Seal(ctx, k, plain)
+	clear(plain)
+	if err != nil {
+		return nil, fmt.Errorf("apply: %s %s: %w", config.KindSecret, config.Ref(sec), err)
+	}
+	env := sealedSecret{
+		APIVersion: sec.APIVersion,
+		Kind:       config.KindSecret,
+		Metadata:   sec.Metadata,
+		Type:       sec.Type,
+		Keys:       slices.Sorted(maps.Keys(sec.Data)),
+		Sealed:     sealed,
+	}
+	env.Metadata.ResourceVersion, env.Metadata.CreationTimestamp = "", created
+	b, err := json.Marshal(env, json.Deterministic(true))
+	if err != nil {
+		return nil, fmt.Errorf("apply: %s %s: %w", config.KindSecret, config.Ref(sec), err)
+	}
+	return b, nil
+}
+
+// openSecret decodes the envelope stored under key k and opens its data
+// with sl. Without a sealer, or when the data does not open, the Secret has
+// data nil. The errors never carry the data.
+func openSecret(ctx context.Context, sl keymanager.Sealer, k string, doc []byte) (*config.Secret, error) {
+	var env sealedSecret
+	if err := json.Unmarshal(doc, &env, json.RejectUnknownMembers(true)); err != nil {
+		return nil, fmt.Errorf("sealed secret: %w", err)
+	}
+	if env.Kind != config.KindSecret || env.APIVersion == "" || env.Metadata.Name == "" {
+		return nil, errors.New("sealed secret: not a Secret envelope")
+	}
+	sec := &config.Secret{
+		TypeMeta: config.TypeMeta{APIVersion: env.APIVersion, Kind: config.KindSecret},
+		Metadata: env.Metadata,
+		Type:     env.Type,
+	}
+	if sl == nil {
+		return sec, nil
+	}
+	plain, err := sl.Open(ctx, k, env.Sealed)
+	if err != nil {
+		return sec, nil // data nil: the reader tells (see WithSealer)
+	}
+	defer clear(plain)
+	var data map[string][]byte
+	if err := json.Unmarshal(plain, &data, json.RejectUnknownMembers(true)); err != nil {
+		return sec, nil
+	}
+	sec.Data = data
+	return sec, nil
 }
