@@ -85,7 +85,7 @@ func newControlPlane(t testing.TB) *controlPlane {
 		t.Fatal(err)
 	}
 	handler, err := admin.New(admin.Config{
-		Resources: resource.New(st, fake), Registry: cp.registry, Tokens: cp.tokens, TrustDomain: td.Name(),
+		Resources: resource.New(st, fake).WithSealer(keymanager.NewMemory()), Registry: cp.registry, Tokens: cp.tokens, TrustDomain: td.Name(),
 		Store: st, Operators: op,
 	})
 	if err != nil {

@@ -187,7 +187,7 @@ func newDeleteCmd(g *globals) *cobra.Command {
 			case len(args) == 2:
 				kind, ok := config.ResourceKind(args[0])
 				if !ok {
-					return usagef("unknown resource type %q (known: policies, jwtproviders, roles, rolebindings, trafficpolicies, routes, externalservices, proxies, services, denials)", args[0])
+					return usagef("unknown resource type %q (known: policies, jwtproviders, roles, rolebindings, trafficpolicies, routes, externalservices, alertrules, gateways, secrets)", args[0])
 				}
 				if err := identity.ValidateName(namespace); err != nil {
 					return usagef("--namespace: %v", err)
@@ -238,13 +238,13 @@ func newGetCmd(g *globals) *cobra.Command {
 		since     time.Duration
 	)
 	cmd := &cobra.Command{
-		Use:   "get (policies|jwtproviders|roles|rolebindings|trafficpolicies|routes|externalservices|alertrules|proxies|services|denials|alerts|edges) [NAME]",
+		Use:   "get (policies|jwtproviders|roles|rolebindings|trafficpolicies|routes|externalservices|alertrules|gateways|secrets|proxies|services|denials|alerts|edges) [NAME]",
 		Short: "List resources, or show one",
 		Args:  cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			kind, ok := config.ResourceKind(args[0])
 			if !ok {
-				return usagef("unknown resource type %q (known: policies, jwtproviders, roles, rolebindings, trafficpolicies, routes, externalservices, alertrules, proxies, services, denials, alerts, edges)", args[0])
+				return usagef("unknown resource type %q (known: policies, jwtproviders, roles, rolebindings, trafficpolicies, routes, externalservices, alertrules, gateways, secrets, proxies, services, denials, alerts, edges)", args[0])
 			}
 			switch output {
 			case "table", "json", "yaml":
@@ -487,6 +487,25 @@ func tableFor(kind string) ([]string, func(config.Object) []string) {
 				ports[i] = strconv.Itoa(p.Port) + "/" + p.Protocol
 			}
 			return []string{e.Metadata.Name, join(e.Spec.Hosts), join(ports), age(e.Metadata.CreationTimestamp)}
+		}
+	case config.KindGateway:
+		return []string{"NAME", "LISTENERS", "ROUTES", "AGE"}, func(o config.Object) []string {
+			gw := o.(*config.Gateway)
+			ls := make([]string, len(gw.Spec.Listeners))
+			for i, l := range gw.Spec.Listeners {
+				ls[i] = strings.ToLower(l.Protocol) + ":" + strconv.Itoa(l.Port)
+			}
+			routes := strconv.Itoa(len(gw.Spec.Routes))
+			if n := len(gw.Spec.TLSRoutes); n > 0 {
+				routes += "+" + strconv.Itoa(n) + " tls"
+			}
+			return []string{gw.Metadata.Name, join(ls), routes, age(gw.Metadata.CreationTimestamp)}
+		}
+	case config.KindSecret:
+		// The keys only: a read never carries the values (config.Redact).
+		return []string{"NAME", "TYPE", "KEYS", "AGE"}, func(o config.Object) []string {
+			s := o.(*config.Secret)
+			return []string{s.Metadata.Name, s.Type, join(slices.Sorted(maps.Keys(s.Data))), age(s.Metadata.CreationTimestamp)}
 		}
 	case config.KindJWTProvider:
 		return []string{"NAME", "ISSUER", "JWKS", "REQUIRED", "AGE"}, func(o config.Object) []string {

@@ -199,10 +199,14 @@ func (r *AlertRule) Redacted() *AlertRule {
 }
 
 // Redact returns o with every secret it holds replaced by a placeholder (a
-// copy when there is any): what the control plane serves to operators. An
+// copy when there is any: the webhook secrets of an AlertRule, the data
+// values of a Secret): what the control plane serves to operators. An
 // object without secrets is returned as is.
 func Redact(o Object) Object {
-	if r, ok := o.(*AlertRule); ok {
+	switch r := o.(type) {
+	case *AlertRule:
+		return r.Redacted()
+	case *Secret:
 		return r.Redacted()
 	}
 	return o
