@@ -53,6 +53,13 @@ type logInfo struct {
 	query string
 	// span is the request's span, nil when tracing is off (trace.go).
 	span trace.Span
+	// edge marks a request of a gateway's listener (edge.go): listener
+	// names it, clientIP is the client's address and gatewayRoute the
+	// Gateway route that took it.
+	edge         bool
+	listener     string
+	clientIP     string
+	gatewayRoute string
 }
 
 func (i *logInfo) setDecision(d *policy.Decision) {
@@ -206,6 +213,12 @@ func (e *Engine) logRequest(r *http.Request, rw *recorder, info *logInfo, status
 	}
 	if info.route != "" {
 		attrs = append(attrs, slog.String(telemetry.KeyRoute, info.route))
+	}
+	if info.edge {
+		attrs = append(attrs, slog.String(telemetry.KeyListener, info.listener), slog.String(telemetry.KeyClientIP, info.clientIP))
+		if info.gatewayRoute != "" {
+			attrs = append(attrs, slog.String(telemetry.KeyGatewayRoute, info.gatewayRoute))
+		}
 	}
 	if info.fault != "" {
 		attrs = append(attrs, slog.String(telemetry.KeyFault, info.fault))

@@ -1,8 +1,11 @@
 package proxy
 
 import (
+	"maps"
 	"slices"
 	"sort"
+
+	"github.com/bulwarkmesh/bulwark/internal/config"
 )
 
 // Dump is the engine's current configuration as /config_dump shows it. It
@@ -18,6 +21,19 @@ type Dump struct {
 	BundleVersion int64 `json:"bundleVersion,omitempty"`
 	// RevokedSerials are the serials of the SVIDs peers are refused with.
 	RevokedSerials []string `json:"revokedSerials,omitempty"`
+	// Gateway is the gateway's configuration, nil for a sidecar.
+	Gateway *DumpGateway `json:"gateway,omitempty"`
+}
+
+// DumpGateway is a gateway's configuration in a Dump: its Gateway as
+// applied (no keys: certificates name Secrets or files) and the names of
+// the Secrets the snapshot holds, never their contents.
+type DumpGateway struct {
+	Resource *config.Gateway `json:"resource"`
+	Secrets  []string        `json:"secrets,omitempty"`
+	// UnavailableRoutes are the routes that answer 503 for want of a JWT
+	// provider.
+	UnavailableRoutes []string `json:"unavailableRoutes,omitempty"`
 }
 
 // DumpDestination is one callable service in a Dump.
@@ -50,5 +66,13 @@ func (e *Engine) Dump() Dump {
 		d.Destinations = append(d.Destinations, dd)
 	}
 	sort.Slice(d.Destinations, func(i, j int) bool { return d.Destinations[i].Service < d.Destinations[j].Service })
+	if g := t.gateway; g != nil {
+		d.Gateway = &DumpGateway{Resource: g.gw, Secrets: slices.Sorted(maps.Keys(g.secrets))}
+		for _, r := range g.routes {
+			if r.unavailable != "" {
+				d.Gateway.UnavailableRoutes = append(d.Gateway.UnavailableRoutes, r.name)
+			}
+		}
+	}
 	return d
 }

@@ -109,9 +109,12 @@ func (e *Engine) forward(rw *recorder, r *http.Request, info *logInfo, svc ident
 	}
 
 	// Only the proxy asserts identity: identity headers from the app are
-	// gone before routing looks at headers.
-	stripIdentityHeaders(r.Header)
-	r.Header.Del("Proxy-Authorization")
+	// gone before routing looks at headers. The edge removed the client's
+	// and set its own (edge.go).
+	if !info.edge {
+		stripIdentityHeaders(r.Header)
+		r.Header.Del("Proxy-Authorization")
+	}
 	e.injectTrace(info, r.Header)
 
 	// Routing.

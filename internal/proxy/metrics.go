@@ -119,6 +119,9 @@ type metrics struct {
 	// rate limits.
 	retries, ejections, breakerOpen *prometheus.CounterVec
 	mirrorDropped, rateLimited      prometheus.Counter
+	// gateway counts a gateway's edge requests by listener, route and
+	// code class (edge.go); its labels are bounded by the Gateway.
+	gateway *prometheus.CounterVec
 
 	// services are the per-service request metrics; nil when the engine
 	// has no registry (metrics off: the data path skips them).
@@ -181,13 +184,17 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		breakerOpen:   byDestination("bulwark_circuit_breaker_open_total", "Outbound requests (and TCP tunnels) answered 503 at once because a connection limit (circuit breaker) was reached, by destination service."),
 		mirrorDropped: counter("bulwark_mirror_dropped_total", "Mirrored copies dropped because too many were in flight."),
 		rateLimited:   counter("bulwark_rate_limited_total", "Inbound requests answered 429 by a rate limit."),
+		gateway: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bulwark_gateway_requests_total",
+			Help: "Requests and TLS connections a gateway answered, by listener, route (empty when none took it) and status code class.",
+		}, []string{"listener", "route", "code_class"}),
 	}
 	handshakes := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "bulwark_tls_handshakes_total",
 		Help: "mTLS handshakes of the proxy, by direction (inbound: on its listener, outbound: its dials to peers) and result (ok, or a failure reason).",
 	}, []string{"direction", "result"})
 	if reg != nil {
-		for _, c := range []prometheus.Collector{decisions, requests, dryRun, audit, m.retries, m.ejections, m.breakerOpen, m.mirrorDropped, m.rateLimited, handshakes} {
+		for _, c := range []prometheus.Collector{decisions, requests, dryRun, audit, m.retries, m.ejections, m.breakerOpen, m.mirrorDropped, m.rateLimited, handshakes, m.gateway} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("register metrics: %w", err)
 			}
@@ -237,6 +244,9 @@ func (m *metrics) count(info *logInfo, status int, g grpcLabel) {
 		g = grpcNone
 	}
 	m.requests[d][class][g].Inc()
+	if info.edge {
+		m.gateway.WithLabelValues(info.listener, info.gatewayRoute, codeClass(class)).Inc()
+	}
 	if info.label != labelNone {
 		m.decisions[d][info.label].Inc()
 	}

@@ -1,5 +1,5 @@
-// Package proxy is the L7 forwarding engine shared by the sidecar and (later)
-// the gateway. It owns the data path of a request:
+// Package proxy is the L7 forwarding engine shared by the sidecar and the
+// gateway (edge.go, edge_tls.go). It owns the data path of a request:
 //
 //	inbound:  peer mTLS identity -> method and request-target hygiene
 //	          (400) -> JWT authentication (401) -> authorization (403,
@@ -684,7 +684,13 @@ func (e *Engine) serveInbound(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	stripIdentityHeaders(r.Header)
+	if _, ok := t.gateways[peer]; ok {
+		// A gateway is the edge: it replaced what its client sent with
+		// the client's address, scheme and host (edge.go).
+		keepForwarded(r.Header)
+	} else {
+		stripIdentityHeaders(r.Header)
+	}
 	r.Header.Set(xfcc, "By="+e.selfID()+";URI="+peer)
 	e.injectTrace(info, r.Header)
 	setTarget(r, "http", e.cfg.App, e.cfg.Service.Host(), path, query)
@@ -740,6 +746,14 @@ func rewrite(pr *httputil.ProxyRequest) {
 	} else {
 		delete(pr.Out.Header, xfcc)
 	}
+	// ReverseProxy also removes X-Forwarded-For, -Host and -Proto; the
+	// data path has already removed any a client set, so what is left
+	// was set by a gateway (edge.go) and crosses.
+	for _, k := range forwardedKept {
+		if v, ok := pr.In.Header[k]; ok {
+			pr.Out.Header[k] = v
+		}
+	}
 	pr.Out.URL.RawQuery = pr.In.URL.RawQuery
 }
 
@@ -761,6 +775,9 @@ func (e *Engine) upstreamError(w http.ResponseWriter, r *http.Request, err error
 		status, msg = http.StatusServiceUnavailable, "upstream overloaded"
 	case errors.Is(err, errNoEndpoint):
 		status, msg = http.StatusServiceUnavailable, "no healthy upstream"
+	case errors.As(err, new(*http.MaxBytesError)):
+		// A streamed body over the edge's limit (edge.go).
+		status, msg = http.StatusRequestEntityTooLarge, "request body too large"
 	case errors.As(err, &ce), errors.As(err, &oe) && oe.Op == "dial":
 		status, msg = http.StatusServiceUnavailable, "upstream unavailable"
 	}

@@ -54,6 +54,12 @@ type table struct {
 	ruleRates map[*routeRule]*rateLimit
 	// egress finds the external destinations declaring a host (egress.go).
 	egress *egressIndex
+	// gateway is the compiled Gateway of a gateway's snapshot (edge.go),
+	// nil for a sidecar; gateways holds the SPIFFE IDs of the mesh's
+	// gateways, whose X-Forwarded-For, -Proto and -Host the inbound side
+	// keeps.
+	gateway  *edgeGateway
+	gateways map[string]struct{}
 }
 
 // protocolTCP is the protocol of a service reached as raw TCP.
@@ -214,6 +220,17 @@ func compile(snap *apiv1.Snapshot, svc identity.ServiceRef, c clock.Clock) (t *t
 		}
 	}
 	indexExternals(t)
+	if g := snap.GetGateway(); g != nil {
+		if t.gateway, err = compileGateway(g, svc, c); err != nil {
+			return nil, nil, fmt.Errorf("gateway: %w", err)
+		}
+	}
+	for _, id := range snap.GetInbound().GetGateways() {
+		if t.gateways == nil {
+			t.gateways = map[string]struct{}{}
+		}
+		t.gateways[id] = struct{}{}
+	}
 	return t, dropped, nil
 }
 

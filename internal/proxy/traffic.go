@@ -380,5 +380,6 @@ func (e *Engine) attach(t *table) {
 			}
 		}
 	}
+	e.attachEdge(t, used)
 	e.rates = used
 }

@@ -81,6 +81,9 @@ const (
 	KeyBytesIn      = "bytes_in"
 	KeyBytesOut     = "bytes_out"
 	KeyHeaders      = "headers"
+	KeyListener     = "listener"
+	KeyClientIP     = "client_ip"
+	KeyGatewayRoute = "gateway_route"
 )
 
 // Directions of a proxied request, the value of KeyDirection.
