@@ -4,14 +4,17 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/net/http/httpguts"
 
 	"github.com/bulwarkmesh/bulwark/internal/buildinfo"
 	"github.com/bulwarkmesh/bulwark/internal/control"
+	"github.com/bulwarkmesh/bulwark/internal/gateway"
 	"github.com/bulwarkmesh/bulwark/internal/identity"
 	"github.com/bulwarkmesh/bulwark/internal/proxy"
 	"github.com/bulwarkmesh/bulwark/internal/sidecar"
@@ -122,18 +125,8 @@ finish within --shutdown-timeout, then deregisters (its endpoint goes at once).`
 			default:
 				return usagef("--app-protocol %q: want http, http2, grpc or tcp", cfg.AppProtocol)
 			}
-			if tokenFile != "" {
-				if cfg.Token != "" {
-					return usagef("--token and --token-file: give one")
-				}
-				b, err := os.ReadFile(tokenFile)
-				if err != nil {
-					return fmt.Errorf("--token-file: %w", err)
-				}
-				cfg.Token = strings.TrimSpace(string(b))
-			}
-			if cfg.Token == "" {
-				cfg.Token = os.Getenv("BULWARK_JOIN_TOKEN")
+			if cfg.Token, err = joinToken(cfg.Token, tokenFile); err != nil {
+				return err
 			}
 			if cfg.WorkloadAPI == "" && (cmd.Flags().Changed("workload-uid") || cmd.Flags().Changed("workload-gid")) {
 				return usagef("--workload-uid and --workload-gid: only with --workload-api")
@@ -150,39 +143,15 @@ finish within --shutdown-timeout, then deregisters (its endpoint goes at once).`
 				}
 				cfg.Upstreams[ref] = addr
 			}
-			if err := telemetry.ValidateTracing(cfg.Trace); err != nil {
-				return usagef("--%v", err)
+			if err := checkTelemetryFlags(cfg.Trace, cfg.RedactHeaders, cfg.RedactQuery, cfg.LogHeaders); err != nil {
+				return err
 			}
-			if _, err := telemetry.NewRedactor(cfg.RedactHeaders, cfg.RedactQuery); err != nil {
-				return usagef("--%v", err)
+			cfg.Logger = logger
+			var closeLog func()
+			if cfg.AccessLog, closeLog, err = openAccessLog(cmd.Context(), accessLog, logger); err != nil {
+				return err
 			}
-			for _, h := range cfg.LogHeaders {
-				if !httpguts.ValidHeaderFieldName(h) {
-					return usagef("--log-header %q: not a header name", h)
-				}
-			}
-			cfg.Logger, cfg.AccessLog = logger, logger
-			switch accessLog {
-			case "stderr":
-			case "off":
-				cfg.AccessLog = telemetry.Discard()
-			case "":
-				return usagef("--access-log: want stderr, off or a file path")
-			default:
-				f, err := os.OpenFile(accessLog, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
-				if err != nil {
-					return fmt.Errorf("--access-log: %w", err)
-				}
-				defer f.Close()
-				// One write(2) per 64 KiB or 100 ms instead of one per
-				// request (BENCHMARKS.md, Visibility).
-				bw := telemetry.NewBufferedWriter(f, nil)
-				defer bw.Close()
-				flushCtx, stopFlush := context.WithCancel(cmd.Context())
-				defer stopFlush()
-				go bw.Run(flushCtx)
-				cfg.AccessLog = telemetry.NewJSON(bw, slog.LevelInfo)
-			}
+			defer closeLog()
 			return sidecar.Run(cmd.Context(), cfg)
 		},
 	}
@@ -216,5 +185,202 @@ finish within --shutdown-timeout, then deregisters (its endpoint goes at once).`
 	f.Float64Var(&cfg.Trace.Sampling, "trace-sampling", telemetry.DefaultTraceSampling, "ratio of new traces recorded, 0 to 1 (a caller's sampled traceparent is always followed)")
 	f.BoolVar(&cfg.Trace.Insecure, "trace-insecure", false, "send spans to --trace-endpoint without TLS")
 	f.StringVar(&cfg.Trace.CAFile, "trace-ca", "", "PEM roots that verify --trace-endpoint (default: the system roots)")
+	return cmd
+}
+
+// joinToken returns the join token of a proxy or gateway: --token, or the
+// content of --token-file, else $BULWARK_JOIN_TOKEN.
+func joinToken(token, tokenFile string) (string, error) {
+	if tokenFile != "" {
+		if token != "" {
+			return "", usagef("--token and --token-file: give one")
+		}
+		b, err := os.ReadFile(tokenFile)
+		if err != nil {
+			return "", fmt.Errorf("--token-file: %w", err)
+		}
+		token = strings.TrimSpace(string(b))
+	}
+	if token == "" {
+		token = os.Getenv("BULWARK_JOIN_TOKEN")
+	}
+	return token, nil
+}
+
+// checkTelemetryFlags checks the --trace-*, --redact-* and --log-header
+// flags of a proxy or gateway.
+func checkTelemetryFlags(trace telemetry.TracingConfig, redactHeaders, redactQuery, logHeaders []string) error {
+	if err := telemetry.ValidateTracing(trace); err != nil {
+		return usagef("--%v", err)
+	}
+	if _, err := telemetry.NewRedactor(redactHeaders, redactQuery); err != nil {
+		return usagef("--%v", err)
+	}
+	for _, h := range logHeaders {
+		if !httpguts.ValidHeaderFieldName(h) {
+			return usagef("--log-header %q: not a header name", h)
+		}
+	}
+	return nil
+}
+
+// openAccessLog returns the access logger --access-log names: stderr (the
+// process logger), off, or a file (appended, created 0600, written through
+// a buffer flushed until ctx is done). The returned func closes the file;
+// call it once the daemon has returned.
+func openAccessLog(ctx context.Context, accessLog string, logger *slog.Logger) (*slog.Logger, func(), error) {
+	switch accessLog {
+	case "stderr":
+		return logger, func() {}, nil
+	case "off":
+		return telemetry.Discard(), func() {}, nil
+	case "":
+		return nil, nil, usagef("--access-log: want stderr, off or a file path")
+	}
+	f, err := os.OpenFile(accessLog, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--access-log: %w", err)
+	}
+	// One write(2) per 64 KiB or 100 ms instead of one per request
+	// (BENCHMARKS.md, Visibility).
+	bw := telemetry.NewBufferedWriter(f, nil)
+	flushCtx, stopFlush := context.WithCancel(ctx)
+	go bw.Run(flushCtx)
+	return telemetry.NewJSON(bw, slog.LevelInfo), func() {
+		stopFlush()
+		bw.Close()
+		f.Close()
+	}, nil
+}
+
+// addDaemonFlags adds the flags a proxy and a gateway share: the control
+// plane, identity, admin, metrics, data dir, shutdown, logs and tracing.
+func addDaemonFlags(cmd *cobra.Command, d *daemonFlags) {
+	f := cmd.Flags()
+	f.StringVar(&d.Control, "control", control.DefaultListen, "control plane gRPC address")
+	f.StringVar(&d.CABundle, "ca-bundle", "", "PEM trust bundle to authenticate the control plane on first contact (not needed when the token carries a CA pin)")
+	f.StringVar(&d.Token, "token", "", "join token (visible in the process list: prefer --token-file)")
+	f.StringVar(&d.tokenFile, "token-file", "", "file holding the join token")
+	f.StringVar(&d.TrustDomain, "trust-domain", "", "trust domain the control plane must be in (default: learned from its certificate)")
+	f.StringVar(&d.Admin, "admin", "", "admin listener (/ready, /live, /config_dump), loopback host:port")
+	f.StringVar(&d.DataDir, "data-dir", "", "keeps the SVID and last snapshot across restarts (optional)")
+	f.StringVar(&d.Metrics, "metrics", "", "address to serve Prometheus /metrics on (plain HTTP; off when empty)")
+	f.DurationVar(&d.DrainDelay, "drain-delay", sidecar.DefaultDrainDelay, "on SIGTERM, keep serving this long after telling the control plane (negative: no delay)")
+	f.DurationVar(&d.ShutdownTimeout, "shutdown-timeout", sidecar.DefaultShutdownTimeout, "on SIGTERM, how long in-flight requests may take to finish once the listeners stop accepting")
+	f.StringVar(&d.accessLog, "access-log", "stderr", "where access log lines go: stderr (with the process log), off, or a file path (appended, created 0600)")
+	f.StringArrayVar(&d.LogHeaders, "log-header", nil, "request header whose value the access log line carries, masked if sensitive (repeatable)")
+	f.StringArrayVar(&d.RedactHeaders, "redact-header", nil, "header name to mask in logs and spans, in addition to the defaults (repeatable)")
+	f.StringArrayVar(&d.RedactQuery, "redact-query", nil, "query parameter name to mask in logs and spans, in addition to the defaults (repeatable)")
+	f.StringVar(&d.Trace.Endpoint, "trace-endpoint", "", "OTLP/gRPC collector for spans, host:port (tracing is off when empty)")
+	f.Float64Var(&d.Trace.Sampling, "trace-sampling", telemetry.DefaultTraceSampling, "ratio of new traces recorded, 0 to 1 (a caller's sampled traceparent is always followed)")
+	f.BoolVar(&d.Trace.Insecure, "trace-insecure", false, "send spans to --trace-endpoint without TLS")
+	f.StringVar(&d.Trace.CAFile, "trace-ca", "", "PEM roots that verify --trace-endpoint (default: the system roots)")
+}
+
+// daemonFlags are the values of addDaemonFlags.
+type daemonFlags struct {
+	Control, CABundle, Token, TrustDomain, Admin, DataDir, Metrics string
+	DrainDelay, ShutdownTimeout                                    time.Duration
+	LogHeaders, RedactHeaders, RedactQuery                         []string
+	Trace                                                          telemetry.TracingConfig
+	tokenFile, accessLog                                           string
+}
+
+func newGatewayCmd(g *globals) *cobra.Command {
+	var (
+		d       daemonFlags
+		name    string
+		address string
+		listen  []string
+		poll    time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "gateway",
+		Short: "Run an ingress gateway: edge listeners into the mesh",
+		Long: `Run an ingress gateway for the Gateway resource --gateway (namespace/name). It
+attests once with a join token for that service (--token-file, or --token, or
+$BULWARK_JOIN_TOKEN), so its identity is spiffe://<td>/ns/<namespace>/sa/<name>: the
+policies of the services it routes to must allow that identity. Then it serves the
+Gateway's listeners, as the control plane sends them, on --address:
+  - HTTPS: TLS 1.2+ (ECDHE with AES-GCM or ChaCha20-Poly1305 only), HTTP/2 and
+    HTTP/1.1, the certificate picked by SNI among the listener's (Secrets, or files
+    re-read within a second of a change, without dropping connections), HSTS if set;
+  - HTTP: a 308 redirect to HTTPS (default), or the routes in plain HTTP;
+  - TLS: passthrough, routed by SNI to services that terminate TLS themselves.
+Requests are authorized by the AuthorizationPolicies selecting the gateway, then
+forwarded into the mesh over mTLS. Listeners are re-opened, added and removed as the
+Gateway changes; a port that cannot be bound is retried, and /ready on --admin says
+so. Slow and greedy clients are cut off by the Gateway's limits (header, body and
+idle timeouts, header size, HTTP/2 streams, connections per client IP, HTTP/2 rapid
+reset and CONTINUATION floods). --listen NAME=HOST:PORT binds one listener elsewhere
+(":0" for a free port: the log line "gateway listening" and /ready tell which).
+On SIGTERM or SIGINT it stops accepting, lets in-flight requests finish within
+--shutdown-timeout, and leaves the mesh.
+
+Example:
+  bulwark token create --service default/edge > /tmp/edge.token
+  bulwark gateway --gateway default/edge --ca-bundle bulwark-data/bundle.pem \
+    --token-file /tmp/edge.token --admin 127.0.0.1:15100 --listen https=0.0.0.0:8443`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			logger, err := g.logger()
+			if err != nil {
+				return err
+			}
+			if name == "" {
+				return usagef("--gateway: required (namespace/name)")
+			}
+			ref, err := identity.ParseServiceRef(name, identity.DefaultNamespace)
+			if err != nil {
+				return usagef("--gateway: %v", err)
+			}
+			if address == "" || net.ParseIP(address) == nil {
+				return usagef("--address %q: want an IP address", address)
+			}
+			binds := map[string]string{}
+			for _, l := range listen {
+				n, addr, ok := strings.Cut(l, "=")
+				if !ok || n == "" {
+					return usagef("--listen %q: want NAME=HOST:PORT", l)
+				}
+				if _, _, err := net.SplitHostPort(addr); err != nil {
+					return usagef("--listen %q: %v", l, err)
+				}
+				if _, dup := binds[n]; dup {
+					return usagef("--listen %q: listener %s given twice", l, n)
+				}
+				binds[n] = addr
+			}
+			if poll <= 0 {
+				return usagef("--cert-poll-interval %s: want a positive duration", poll)
+			}
+			token, err := joinToken(d.Token, d.tokenFile)
+			if err != nil {
+				return err
+			}
+			if err := checkTelemetryFlags(d.Trace, d.RedactHeaders, d.RedactQuery, d.LogHeaders); err != nil {
+				return err
+			}
+			accessLog, closeLog, err := openAccessLog(cmd.Context(), d.accessLog, logger)
+			if err != nil {
+				return err
+			}
+			defer closeLog()
+			return gateway.Run(cmd.Context(), gateway.Config{
+				Control: d.Control, CABundle: d.CABundle, Token: token, TrustDomain: d.TrustDomain,
+				Gateway: ref, Address: address, Listen: binds,
+				Admin: d.Admin, Metrics: d.Metrics, DataDir: d.DataDir,
+				Logger: logger, AccessLog: accessLog, CertPollInterval: poll,
+				DrainDelay: d.DrainDelay, ShutdownTimeout: d.ShutdownTimeout, Trace: d.Trace,
+				RedactHeaders: d.RedactHeaders, RedactQuery: d.RedactQuery, LogHeaders: d.LogHeaders,
+			})
+		},
+	}
+	addDaemonFlags(cmd, &d)
+	f := cmd.Flags()
+	f.StringVar(&name, "gateway", "", "the Gateway resource served, namespace/name: also the gateway's service and identity (required)")
+	f.StringVar(&address, "address", gateway.DefaultAddress, "IP address every listener binds")
+	f.StringArrayVar(&listen, "listen", nil, "bind one listener elsewhere, NAME=HOST:PORT (port 0: a free one) (repeatable)")
+	f.DurationVar(&poll, "cert-poll-interval", gateway.DefaultCertPollInterval, "how often certificate files are checked for changes")
 	return cmd
 }

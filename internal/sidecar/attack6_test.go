@@ -47,7 +47,7 @@ func TestAttack6AdminWriteRefusesWebPages(t *testing.T) {
 // reached the loopback port through DNS rebinding sends its own name as
 // Host and gets nothing.
 func TestAttack6AdminReadsRefuseRebinding(t *testing.T) {
-	h := adminHandler(nil, nil, nil, nil, nil, nil)
+	h := adminHandler(nil, nil, nil, nil, nil, nil, nil)
 	for _, path := range []string{"/config_dump", "/ready", "/live"} {
 		r := httptest.NewRequest(http.MethodGet, path, nil)
 		r.Host = "rebind.evil.example:15000"

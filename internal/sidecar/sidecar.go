@@ -38,6 +38,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"go.opentelemetry.io/otel/trace"
 
@@ -139,10 +140,47 @@ type Config struct {
 	// masked. Default: none.
 	LogHeaders []string
 
+	// OnSnapshot, if set, is called after the engine put a snapshot in
+	// force (also the last-known-good one from disk), on the subscriber's
+	// goroutine: it must not block long.
+	OnSnapshot func()
+	// Serve, if set, is called once, when the engine exists and before any
+	// snapshot is applied, to serve more listeners with it (the gateway's):
+	// the tasks it returns run in the sidecar's group, and an error stops
+	// the sidecar before it starts.
+	Serve func(Env) ([]run.Task, error)
+	// Readiness, if set, is asked by the admin /ready: the proxy is ready
+	// only when it returns no problems, which /ready lists under
+	// "notReady"; listeners (name to bound address) are shown under
+	// "listeners".
+	Readiness func() (problems []string, listeners map[string]string)
+
 	// workloadSocket is the path of WorkloadAPI, and locality the parsed
 	// Locality, set by validate.
 	workloadSocket string
 	locality       balancer.Locality
+}
+
+// Env is what Config.Serve gets to serve more listeners with the proxy's
+// engine.
+type Env struct {
+	// Engine is the forwarding engine, kept on the newest snapshot.
+	Engine *proxy.Engine
+	// Logger is the proxy's logger.
+	Logger *slog.Logger
+	// Registry is where metrics are registered: they are served on
+	// Config.Metrics.
+	Registry prometheus.Registerer
+	// SVIDReady is closed once the proxy holds an SVID.
+	SVIDReady <-chan struct{}
+	// AddServer adds a server of the data path: the graceful shutdown
+	// stops it with the others (stop accepting, finish in-flight requests
+	// within Config.ShutdownTimeout). It reports false, and adds nothing,
+	// once the shutdown began: the caller must not serve then.
+	AddServer func(*http.Server) bool
+	// AddListener adds a listener the graceful shutdown closes (it stops
+	// accepting); one added once the shutdown began is closed at once.
+	AddListener func(net.Listener)
 }
 
 // Addrs are the addresses a running sidecar bound.
@@ -412,6 +450,7 @@ func Run(ctx context.Context, cfg Config) error {
 	sub = &subscriber{
 		client: client, mgr: mgr, engine: engine, service: cfg.Service, advertise: cfg.Advertise,
 		locality: cfg.Locality, protocol: cfg.AppProtocol, dataDir: cfg.DataDir, clock: cfg.Clock, logger: logger, applied: make(chan struct{}),
+		onSnapshot: cfg.OnSnapshot,
 	}
 	if sub.snapshots, err = newSnapshotMetrics(reg, engine.Version); err != nil {
 		return err
@@ -503,7 +542,7 @@ func Run(ctx context.Context, cfg Config) error {
 		addrs.Upstreams[svc] = ln.Addr().String()
 	}
 	if cfg.Admin != "" {
-		ln, err := listen(cfg.Admin, adminHandler(mgr, engine, sub, exposure, cfg.Clock.Now, logger))
+		ln, err := listen(cfg.Admin, adminHandler(mgr, engine, sub, exposure, cfg.Readiness, cfg.Clock.Now, logger))
 		if err != nil {
 			return fmt.Errorf("admin: %w", err)
 		}
@@ -515,6 +554,16 @@ func Run(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("metrics: %w", err)
 		}
 		addrs.Metrics = ln.Addr().String()
+	}
+	if cfg.Serve != nil {
+		more, err := cfg.Serve(Env{
+			Engine: engine, Logger: logger, Registry: reg, SVIDReady: mgr.Ready(),
+			AddServer: dataPath.add, AddListener: dataPath.addListener,
+		})
+		if err != nil {
+			return err
+		}
+		tasks = append(tasks, more...)
 	}
 	var inboundLn net.Listener
 	if cfg.Inbound != "" {
@@ -676,6 +725,10 @@ type serverSet struct {
 func (ss *serverSet) addListener(ln net.Listener) {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
+	if ss.stopping {
+		ln.Close()
+		return
+	}
 	ss.listeners = append(ss.listeners, ln)
 }
 
@@ -805,7 +858,8 @@ func serve(srv *http.Server, ln net.Listener) run.Task {
 // warns of what weakens it. POST /drain makes the proxy drain (the control
 // plane marks its endpoint draining, and /ready answers 503 so that load
 // balancers take it out); DELETE /drain undoes it.
-func adminHandler(mgr *svid.Manager, engine *proxy.Engine, sub *subscriber, exposure *exposureCheck, now func() time.Time, logger *slog.Logger) http.Handler {
+func adminHandler(mgr *svid.Manager, engine *proxy.Engine, sub *subscriber, exposure *exposureCheck,
+	readiness func() ([]string, map[string]string), now func() time.Time, logger *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
 	drain := func(d bool) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
@@ -849,7 +903,10 @@ func adminHandler(mgr *svid.Manager, engine *proxy.Engine, sub *subscriber, expo
 			st.Warnings = append(st.Warnings, "serving the last-known-good snapshot from disk: the control plane has not answered yet")
 		}
 		st.Draining = sub.isDraining()
-		st.Ready = st.Identity != "" && st.SnapshotVersion > 0 && !expired && !st.Draining
+		if readiness != nil {
+			st.NotReady, st.Listeners = readiness()
+		}
+		st.Ready = st.Identity != "" && st.SnapshotVersion > 0 && !expired && !st.Draining && len(st.NotReady) == 0
 		code := http.StatusOK
 		if !st.Ready {
 			code = http.StatusServiceUnavailable
@@ -885,6 +942,9 @@ type readyStatus struct {
 	Draining        bool     `json:"draining,omitempty"`
 	LastError       string   `json:"lastError,omitempty"`
 	Warnings        []string `json:"warnings,omitempty"`
+	// NotReady and Listeners come from Config.Readiness (the gateway).
+	NotReady  []string          `json:"notReady,omitempty"`
+	Listeners map[string]string `json:"listeners,omitempty"`
 }
 
 // DrainStatus is the answer of POST and DELETE /drain on the admin

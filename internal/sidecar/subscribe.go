@@ -80,6 +80,9 @@ type subscriber struct {
 	// snapshots counts the snapshots applied and rejected; nil: not
 	// counted.
 	snapshots *snapshotMetrics
+	// onSnapshot, if set, is called after each snapshot put in force
+	// (Config.OnSnapshot).
+	onSnapshot func()
 }
 
 // errPermanent marks a stream failure that reconnecting cannot fix.
@@ -377,6 +380,9 @@ func (s *subscriber) install(snap *apiv1.Snapshot, lkg bool) error {
 		s.logger.Warn("jwt bundle not stored", telemetry.KeyVersion, snap.GetVersion(), telemetry.KeyErr, err)
 	}
 	s.mgr.RenewSoon(snap.GetSigningAuthority())
+	if s.onSnapshot != nil {
+		s.onSnapshot()
+	}
 	return nil
 }
 

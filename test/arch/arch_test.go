@@ -84,7 +84,7 @@ func TestProxyDoesNotLinkControlPlane(t *testing.T) {
 		module + "/internal/attest/jointoken",
 		"go.etcd.io/bbolt",
 	}
-	for _, p := range listPackages(t, "./internal/sidecar", "./internal/proxy", "./internal/svid/...", "./internal/mtls") {
+	for _, p := range listPackages(t, "./internal/sidecar", "./internal/gateway", "./internal/proxy", "./internal/svid/...", "./internal/mtls") {
 		for _, dep := range p.Deps {
 			for _, f := range forbidden {
 				if dep == f || strings.HasPrefix(dep, f+"/") {

@@ -1,0 +1,4 @@
+package gateway
+
+// ClientKey exposes clientKey to the tests.
+var ClientKey = clientKey
