@@ -2,6 +2,8 @@ package config
 
 import (
 	"maps"
+	"net"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -87,7 +89,62 @@ func (m *Mesh) Validate() FieldErrors {
 		}
 	}
 
+	if s.DemoIssuer != nil {
+		validateDemoIssuer(s.DemoIssuer, &errs)
+	}
 	return append(errs, svcErrs...)
+}
+
+// Defaults and limits of a DemoIssuer, as written on its fields.
+const (
+	defaultDemoIssuer       = "bulwark-up-demo"
+	defaultDemoIssuerListen = "127.0.0.1:8079"
+	maxDemoIssuerLength     = 256
+	maxDemoScope            = 64
+)
+
+// validateDemoIssuer checks spec.demoIssuer, filling in defaults; Provider
+// is rewritten in its "namespace/name" form. The issuer hands a token to
+// anyone who can reach it, so it may listen on a loopback address only.
+func validateDemoIssuer(d *DemoIssuer, errs *FieldErrors) {
+	const p = "spec.demoIssuer"
+	if d.Provider == "" {
+		errs.add(p+".provider", "required: the JWTProvider (namespace/name) bulwark up creates for the issuer")
+	} else if ref, err := identity.ParseServiceRef(d.Provider, identity.DefaultNamespace); err != nil {
+		errs.add(p+".provider", "%v", err)
+	} else {
+		d.Provider = ref.String()
+	}
+	if d.Issuer == "" {
+		d.Issuer = defaultDemoIssuer
+	}
+	if len(d.Issuer) > maxDemoIssuerLength {
+		errs.add(p+".issuer", "longer than %d bytes", maxDemoIssuerLength)
+	} else if strings.IndexFunc(d.Issuer, func(r rune) bool { return r < 0x21 || r == 0x7f }) >= 0 {
+		errs.add(p+".issuer", "must not contain spaces or control characters")
+	}
+	for sc := range strings.FieldsSeq(d.Scope) {
+		if len(sc) > maxDemoScope || strings.IndexFunc(sc, func(r rune) bool {
+			return !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || strings.ContainsRune("._-:/", r))
+		}) >= 0 {
+			errs.add(p+".scope", "%q: a scope is at most %d of letters, digits and . _ - : /, scopes separated by spaces", sc, maxDemoScope)
+			break
+		}
+	}
+	if d.Listen == "" {
+		d.Listen = defaultDemoIssuerListen
+	}
+	host, port, err := net.SplitHostPort(d.Listen)
+	if err != nil {
+		errs.add(p+".listen", "%q: want a loopback address and a port, such as %q", d.Listen, defaultDemoIssuerListen)
+		return
+	}
+	if ip, err := netip.ParseAddr(host); err != nil || !ip.IsLoopback() || ip.Zone() != "" {
+		errs.add(p+".listen", "%q: the host must be a loopback IP address such as 127.0.0.1 (the issuer signs a token for anyone who asks)", d.Listen)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > maxPort {
+		errs.add(p+".listen", "%q: the port must be between 0 and %d", d.Listen, maxPort)
+	}
 }
 
 // meshServices indexes the services of a Mesh by position.

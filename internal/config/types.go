@@ -243,6 +243,31 @@ type MeshSpec struct {
 	Client string `json:"client,omitempty"`
 	// Services to run, each with its sidecar.
 	Services []MeshService `json:"services"`
+	// DemoIssuer runs a token issuer inside `bulwark up`, for examples
+	// only. Default: none.
+	DemoIssuer *DemoIssuer `json:"demoIssuer,omitempty"`
+}
+
+// DemoIssuer is the small JWT issuer that `bulwark up` runs for an example
+// whose gateway routes require a token. At start it generates an ES256 key
+// that never leaves the process, creates the JWTProvider named Provider with
+// the public key inline (its JWKS), and serves
+// GET http://<listen>/token?sub=alice&scope=orders on loopback only, which
+// answers a token signed with that key (valid 1h). It exists only for
+// demos: anyone on the machine can get a token from it.
+type DemoIssuer struct {
+	// Provider is the JWTProvider to create, "namespace/name" (or "name"
+	// in default). Required; the file must not define it.
+	Provider string `json:"provider"`
+	// Issuer is the tokens' "iss" claim and the provider's issuer.
+	// Default: "bulwark-up-demo".
+	Issuer string `json:"issuer,omitempty"`
+	// Listen is the issuer's address: a loopback IP address and a port.
+	// Default: "127.0.0.1:8079".
+	Listen string `json:"listen,omitempty"`
+	// Scope is what the banner's example asks a token for, scopes
+	// separated by spaces, as the file's policies want them. Default: none.
+	Scope string `json:"scope,omitempty"`
 }
 
 // MeshService is one service of a Mesh.

@@ -14,7 +14,8 @@ import (
 
 // prettyHandler writes one readable line per record for the combined log
 // of `bulwark up`: time, the part that spoke, and the message. Access log
-// records become "source -> destination METHOD path status".
+// records become "source -> destination METHOD path status"; at a gateway,
+// "edge client-ip -> destination METHOD path status".
 type prettyHandler struct {
 	mu    *sync.Mutex
 	w     io.Writer
@@ -70,8 +71,17 @@ func (h *prettyHandler) Handle(_ context.Context, r slog.Record) error {
 			verdict = "DENIED "
 		}
 		arrow := "->"
-		fmt.Fprintf(&b, "%s%s %s %s %s %s %s %s", verdict, fields[telemetry.KeyDirection], fields[telemetry.KeySource], arrow,
-			fields[telemetry.KeyDestination], fields[telemetry.KeyMethod], fields[telemetry.KeyPath], fields[telemetry.KeyStatus])
+		direction, source, destination := fields[telemetry.KeyDirection], fields[telemetry.KeySource], fields[telemetry.KeyDestination]
+		if ip := fields[telemetry.KeyClientIP]; ip != "" {
+			// A request from outside, at a gateway: the client is its
+			// source, the gateway's identity is the line's prefix.
+			direction, source = "edge", ip
+			if destination == "" {
+				destination = "(no route)"
+			}
+		}
+		fmt.Fprintf(&b, "%s%s %s %s %s %s %s %s", verdict, direction, source, arrow,
+			destination, fields[telemetry.KeyMethod], fields[telemetry.KeyPath], fields[telemetry.KeyStatus])
 		if ms := fields[telemetry.KeyDurationMS]; ms != "" {
 			fmt.Fprintf(&b, " %sms", ms)
 		}

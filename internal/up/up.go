@@ -3,6 +3,10 @@
 // policies through the admin API, starts every service's sidecar (each
 // attesting with its own join token) and then its app bound to 127.0.0.1, and
 // a local client sidecar whose per-upstream port reaches the entry service.
+// Every Gateway of the file runs as a `bulwark gateway` process with its own
+// join token, its listeners on 127.0.0.1; a Secret a Gateway names that the
+// file does not define gets a self-signed certificate for localhost, made at
+// start. A file's spec.demoIssuer runs a small token issuer for the demo.
 // It streams one readable combined log and stops everything on Ctrl-C.
 package up
 
@@ -14,8 +18,10 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -25,12 +31,14 @@ import (
 
 	"github.com/bulwarkmesh/bulwark/internal/admin"
 	"github.com/bulwarkmesh/bulwark/internal/balancer"
+	"github.com/bulwarkmesh/bulwark/internal/clock"
 	"github.com/bulwarkmesh/bulwark/internal/config"
 	"github.com/bulwarkmesh/bulwark/internal/control"
 	"github.com/bulwarkmesh/bulwark/internal/exampleapp"
 	"github.com/bulwarkmesh/bulwark/internal/identity"
 	"github.com/bulwarkmesh/bulwark/internal/run"
 	"github.com/bulwarkmesh/bulwark/internal/sidecar"
+	"github.com/bulwarkmesh/bulwark/internal/telemetry"
 )
 
 // Config configures `bulwark up`.
@@ -52,6 +60,17 @@ type Config struct {
 	LogLevel slog.Level
 	// Ready, if set, is called once every part is running.
 	Ready func(Info)
+	// GatewayListen overrides the addresses of Gateway listeners, which
+	// bind 127.0.0.1 on the listener's port by default. A key is a
+	// listener name that only one Gateway of the file has, or
+	// "namespace/gateway/listener"; a value is host:port (port 0: any free
+	// port).
+	GatewayListen map[string]string
+	// IssuerListen overrides spec.demoIssuer.listen (a loopback address).
+	IssuerListen string
+	// Clock dates the self-signed certificates and the demo tokens.
+	// Default: the wall clock.
+	Clock clock.Clock
 }
 
 // Info tells how to reach a running mesh.
@@ -62,6 +81,29 @@ type Info struct {
 	CredentialPath string
 	// DataDir is the control plane's data dir.
 	DataDir string
+	// Gateways are the running Gateways of the file, in its order.
+	Gateways []GatewayInfo
+	// TokenURL is the demo issuer's token endpoint, "" without
+	// spec.demoIssuer.
+	TokenURL string
+}
+
+// GatewayInfo tells how to reach one Gateway of the file.
+type GatewayInfo struct {
+	// Gateway is "namespace/name".
+	Gateway string
+	// Listeners maps each listener's name to its bound address.
+	Listeners map[string]string
+	// URL is the https:// URL of the first HTTPS listener ("" without
+	// one), with the host localhost when it listens on loopback.
+	URL string
+	// CACert is the PEM file of the self-signed certificate bulwark up made
+	// for that listener, for `curl --cacert`; "" when the file provides
+	// the certificate.
+	CACert string
+	// JWTPath is the path of the first route that requires a token of the
+	// demo issuer ("" without one).
+	JWTPath string
 }
 
 // instance is one replica of a service to run.
@@ -92,12 +134,48 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	if cfg.Log == nil {
 		cfg.Log = io.Discard
 	}
-	// Fail early and clearly if the entry port is taken.
+	clk := clock.OrReal(cfg.Clock)
+	doors, err := planGateways(resources, cfg.GatewayListen)
+	if err != nil {
+		return err
+	}
+	issuerSpec := mesh.Spec.DemoIssuer
+	if cfg.IssuerListen != "" {
+		if issuerSpec == nil {
+			return errors.New("--issuer-listen: the mesh file has no spec.demoIssuer")
+		}
+		if err := checkLoopback(cfg.IssuerListen); err != nil {
+			return fmt.Errorf("--issuer-listen %s: %w", cfg.IssuerListen, err)
+		}
+		cp := *issuerSpec
+		cp.Listen = cfg.IssuerListen
+		issuerSpec = &cp
+	}
+	// Fail early and clearly if a port is taken.
 	probe, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("entry address %s: %w (pick another with --listen)", cfg.Listen, err)
 	}
 	probe.Close()
+	for _, fd := range doors {
+		for _, b := range fd.binds {
+			if _, port, _ := net.SplitHostPort(b.addr); port == "0" {
+				continue
+			}
+			probe, err := net.Listen("tcp", b.addr)
+			if err != nil {
+				return fmt.Errorf("gateway %s listener %s: %w (pick another address with --gateway-listen %s=127.0.0.1:PORT)", fd.ref, b.listener, err, b.listener)
+			}
+			probe.Close()
+		}
+	}
+	var issuerLn net.Listener
+	if issuerSpec != nil {
+		if issuerLn, err = net.Listen("tcp", issuerSpec.Listen); err != nil {
+			return fmt.Errorf("demo issuer address %s: %w (pick another with --issuer-listen)", issuerSpec.Listen, err)
+		}
+		defer issuerLn.Close()
+	}
 
 	if cfg.DataDir == "" {
 		dir, err := os.MkdirTemp("", "bulwark-up-")
@@ -141,6 +219,42 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	if err != nil {
 		return err
 	}
+	upDir := filepath.Join(cfg.DataDir, "up")
+	if err := os.MkdirAll(upDir, 0o700); err != nil {
+		return err
+	}
+	// What bulwark up makes for the file: the demo issuer's JWTProvider
+	// and the self-signed certificates, applied with the file's resources.
+	var (
+		made      []config.Object
+		is        *issuer
+		certFiles = map[identity.ServiceRef]string{}
+	)
+	if issuerSpec != nil {
+		if is, err = newIssuer(*issuerSpec, clk, logger("issuer")); err != nil {
+			return err
+		}
+		made = append(made, is.provider())
+	}
+	for _, ref := range missingSecrets(resources) {
+		certPEM, keyPEM, err := selfSigned(clk.Now())
+		if err != nil {
+			return err
+		}
+		path := filepath.Join(upDir, ref.Namespace+"_"+ref.Name+".crt")
+		if err := os.WriteFile(path, certPEM, 0o644); err != nil {
+			return fmt.Errorf("write the self-signed certificate of secret %s: %w", ref, err)
+		}
+		certFiles[ref] = path
+		made = append(made, tlsSecret(ref.Namespace, ref.Name, certPEM, keyPEM))
+		logger("up").Info(msgSelfSigned, telemetry.KeyName, ref.String(), telemetry.KeyPath, path)
+	}
+	for _, fd := range doors {
+		if addr := fd.followHTTPSPort(); addr != "" {
+			logger("up").Info(msgRedirectPort, telemetry.KeyName, fd.ref.String(), telemetry.KeyAddress, addr)
+		}
+	}
+	resources = append(made, resources...)
 	if len(resources) > 0 {
 		docs := make([]json.RawMessage, len(resources))
 		for i, o := range resources {
@@ -232,6 +346,28 @@ func Run(ctx context.Context, cfg Config) (err error) {
 			return runApp(ctx, cfg, in, port, a.Outbound, &logMu, readyWG.Done)
 		})
 	}
+	gwRun := gatewayRun{exe: cfg.Exe, control: ep.GRPC, bundle: ep.BundlePath, dir: filepath.Join(upDir, "gateways"),
+		level: cfg.LogLevel, log: cfg.Log, logMu: &logMu}
+	gateways := make([]GatewayInfo, len(doors))
+	for i, fd := range doors {
+		readyWG.Add(1)
+		start(func(ctx context.Context) error {
+			var once sync.Once
+			defer once.Do(readyWG.Done)
+			tok, err := client.CreateToken(ctx, admin.TokenRequest{Service: fd.ref.String()})
+			if err != nil {
+				return fmt.Errorf("join token for gateway %s: %w", fd.ref, err)
+			}
+			return runGateway(ctx, gwRun, fd, tok.Token, func(bound map[string]string) {
+				gateways[i] = gatewayInfo(fd, bound, certFiles, issuerSpec)
+				once.Do(readyWG.Done)
+			})
+		})
+	}
+	if is != nil {
+		start(func(ctx context.Context) error { return is.serve(ctx, issuerLn) })
+	}
+
 	visitorReady := make(chan sidecar.Addrs, 1)
 	var vOnce sync.Once
 	start(sidecarOf(visitor, "", nil, sidecar.Config{
@@ -251,8 +387,11 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	case va = <-visitorReady:
 	}
 	if ctx.Err() == nil {
-		info := Info{URL: "http://" + va.Upstreams[entry], CredentialPath: ep.CredentialPath, DataDir: cfg.DataDir}
-		banner(cfg.Out, mesh, entry, visitor, info)
+		info := Info{URL: "http://" + va.Upstreams[entry], CredentialPath: ep.CredentialPath, DataDir: cfg.DataDir, Gateways: gateways}
+		if is != nil {
+			info.TokenURL = "http://" + issuerLn.Addr().String() + issuerPath
+		}
+		banner(cfg.Out, mesh, entry, visitor, info, issuerSpec)
 		if cfg.Ready != nil {
 			cfg.Ready(info)
 		}
@@ -320,6 +459,13 @@ func load(path string) (*config.Mesh, []config.Object, error) {
 		}
 	}
 	errs = append(errs, checkRouteVersions(mesh, resources)...)
+	if d := mesh.Spec.DemoIssuer; d != nil {
+		for _, o := range resources {
+			if p, ok := o.(*config.JWTProvider); ok && p.Metadata.Namespace+"/"+p.Metadata.Name == d.Provider {
+				errs = append(errs, fmt.Sprintf("spec.demoIssuer.provider: the file also defines JWTProvider %s: bulwark up creates it with the demo issuer's key; remove one", d.Provider))
+			}
+		}
+	}
 	if len(errs) > 0 {
 		return nil, nil, fmt.Errorf("%s: %s", path, strings.Join(errs, "\n  "))
 	}
@@ -466,13 +612,28 @@ func freePort() (int, error) {
 	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
-func banner(w io.Writer, mesh *config.Mesh, entry, visitor identity.ServiceRef, info Info) {
+// Messages of bulwark up's own log.
+const (
+	msgSelfSigned   = "self-signed certificate made for a gateway secret (for local use only)"
+	msgRedirectPort = "gateway redirects to the moved https listener"
+)
+
+func banner(w io.Writer, mesh *config.Mesh, entry, visitor identity.ServiceRef, info Info, demo *config.DemoIssuer) {
 	fmt.Fprintf(w, `
 Bulwark mesh %q is up: %d service(s), trust domain %s.
 
   Open the shop:   %s
                    (reaches %s through the %s sidecar, over mTLS)
-  Operate it:      export BULWARK_CONFIG=%s
+`, mesh.Metadata.Name, countServices(mesh), mesh.Spec.TrustDomain, info.URL, entry, visitor)
+	shown := false
+	for _, g := range info.Gateways {
+		printFrontDoor(w, g, info.TokenURL, demo)
+		shown = shown || (g.URL != "" && g.JWTPath != "")
+	}
+	if info.TokenURL != "" && !shown {
+		fmt.Fprintf(w, "  Get a token:     curl -s '%s%s'   (demo issuer, loopback only)\n", info.TokenURL, tokenQuery(demo))
+	}
+	fmt.Fprintf(w, `  Operate it:      export BULWARK_CONFIG=%s
                    bulwark get proxies -A
                    bulwark get policies
   See it:          bulwark top              (live calls per edge; bulwark graph prints them)
@@ -480,7 +641,46 @@ Bulwark mesh %q is up: %d service(s), trust domain %s.
                    bulwark audit verify     (every change is in a hash-chained log)
   Stop:            Ctrl-C
 
-`, mesh.Metadata.Name, countServices(mesh), mesh.Spec.TrustDomain, info.URL, entry, visitor, info.CredentialPath)
+`, info.CredentialPath)
+}
+
+// printFrontDoor prints the banner's lines of one gateway.
+func printFrontDoor(w io.Writer, g GatewayInfo, tokenURL string, demo *config.DemoIssuer) {
+	if g.URL == "" {
+		fmt.Fprintf(w, "  Gateway %s:   listening on %s\n", g.Gateway, strings.Join(sortedValues(g.Listeners), ", "))
+		return
+	}
+	curl := "curl"
+	if g.CACert != "" {
+		curl += " --cacert " + g.CACert
+	}
+	fmt.Fprintf(w, "  Front door:      %s/   (gateway %s: TLS, routes into the mesh)\n", g.URL, g.Gateway)
+	fmt.Fprintf(w, "                   %s %s/\n", curl, g.URL)
+	if g.CACert != "" {
+		fmt.Fprintf(w, "                   (its certificate is self-signed by bulwark up, for local use only: or curl -k)\n")
+	}
+	if g.JWTPath != "" && tokenURL != "" {
+		fmt.Fprintf(w, "  Get a token:     TOKEN=$(curl -s '%s%s')   (demo issuer, loopback only)\n", tokenURL, tokenQuery(demo))
+		fmt.Fprintf(w, "                   %s -H \"Authorization: Bearer $TOKEN\" %s%s\n", curl, g.URL, g.JWTPath)
+	}
+}
+
+// tokenQuery is the query of the banner's example token request.
+func tokenQuery(demo *config.DemoIssuer) string {
+	q := "?sub=alice"
+	if demo != nil && demo.Scope != "" {
+		q += "&scope=" + url.QueryEscape(demo.Scope)
+	}
+	return q
+}
+
+// sortedValues returns the values of m in the order of its sorted keys.
+func sortedValues(m map[string]string) []string {
+	var out []string
+	for _, k := range slicesSorted(m) {
+		out = append(out, k+"="+m[k])
+	}
+	return out
 }
 
 // countServices counts the services of a mesh file: entries that are

@@ -2,9 +2,13 @@ package e2e_test
 
 import (
 	"bufio"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"os"
 	"regexp"
@@ -18,12 +22,16 @@ import (
 // TestUpShop runs the README's demo command the way a new user does and
 // checks what the README promises: the printed URL reaches the shop through
 // sidecars, the rogue's calls are denied and visible in the log, the printed
-// BULWARK_CONFIG works, and Ctrl-C stops every process.
+// BULWARK_CONFIG works, the front door (the shop's gateway) serves HTTPS
+// with the self-signed certificate and its JWT route takes tokens of the
+// demo issuer, and Ctrl-C stops every process.
 func TestUpShop(t *testing.T) {
 	listen := freeAddr(t)
-	p := start(t, "up", nil, "up", "-f", "../../examples/shop/mesh.yaml", "--listen", listen)
+	httpsAddr, httpAddr, issuerAddr := freeAddr(t), freeAddr(t), freeAddr(t)
+	p := start(t, "up", nil, "up", "-f", "../../examples/shop/mesh.yaml", "--listen", listen,
+		"--gateway-listen", "https="+httpsAddr, "--gateway-listen", "http="+httpAddr, "--issuer-listen", issuerAddr)
 
-	var url, cred string
+	var url, cred, front, cacert, tokenURL string
 	eventually(t, 60*time.Second, "up prints the URL", func() error {
 		if p.exited {
 			t.Fatalf("up exited: %v", p.err)
@@ -35,7 +43,16 @@ func TestUpShop(t *testing.T) {
 		if m := regexp.MustCompile(`export BULWARK_CONFIG=(\S+)`).FindStringSubmatch(out); m != nil {
 			cred = m[1]
 		}
-		if url == "" || cred == "" {
+		if m := regexp.MustCompile(`Front door:\s+(https://\S+)/`).FindStringSubmatch(out); m != nil {
+			front = m[1]
+		}
+		if m := regexp.MustCompile(`curl --cacert (\S+) https://`).FindStringSubmatch(out); m != nil {
+			cacert = m[1]
+		}
+		if m := regexp.MustCompile(`TOKEN=\$\(curl -s '(http://[^?']+)\?sub=alice&scope=orders'\)`).FindStringSubmatch(out); m != nil {
+			tokenURL = m[1]
+		}
+		if url == "" || cred == "" || front == "" || cacert == "" || tokenURL == "" {
 			return errors.New("no banner yet")
 		}
 		return nil
@@ -56,6 +73,7 @@ func TestUpShop(t *testing.T) {
 	if code != http.StatusForbidden {
 		t.Errorf("GET /admin through the visitor: got %d, want 403", code)
 	}
+	upFrontDoor(t, front, cacert, tokenURL, httpsAddr, httpAddr, issuerAddr)
 
 	eventually(t, 20*time.Second, "rogue's denials in the log", func() error {
 		out := p.out.String()
@@ -145,6 +163,96 @@ func TestUpShop(t *testing.T) {
 	}
 	if _, err := os.Stat(cred); err == nil {
 		t.Errorf("temporary data dir %s left behind", cred)
+	}
+}
+
+// upFrontDoor checks the shop's gateway as the banner presents it: HTTPS
+// with the self-signed certificate (trusted with --cacert, for localhost),
+// the HTTP listener's redirect, and the JWT route of the orders API with
+// tokens of the demo issuer.
+func upFrontDoor(t *testing.T, front, cacert, tokenURL, httpsAddr, httpAddr, issuerAddr string) {
+	t.Helper()
+	_, port, _ := net.SplitHostPort(httpsAddr)
+	if want := "https://localhost:" + port; front != want {
+		t.Errorf("front door URL: got %s, want %s", front, want)
+	}
+	if want := "http://" + issuerAddr + "/token"; tokenURL != want {
+		t.Errorf("token URL: got %s, want %s", tokenURL, want)
+	}
+	pemBytes, err := os.ReadFile(cacert)
+	if err != nil {
+		t.Fatalf("the banner's --cacert file: %v", err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(pemBytes) {
+		t.Fatalf("%s holds no certificate", cacert)
+	}
+	if strings.Contains(string(pemBytes), "PRIVATE KEY") {
+		t.Fatalf("%s holds a private key", cacert)
+	}
+	c := &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}, ForceAttemptHTTP2: true,
+	}}
+	// The gateway learns the shop's endpoints from its snapshots.
+	eventually(t, 30*time.Second, "GET / through the front door", func() error {
+		code, body := do(t, c, http.MethodGet, front+"/", "")
+		if code != http.StatusOK || !strings.Contains(body, "Desk lamp") {
+			return fmt.Errorf("got %d %q, want 200 with the products", code, body)
+		}
+		return nil
+	})
+	if code, body := do(t, c, http.MethodPost, front+"/order", `{"product":"mug"}`); code != http.StatusCreated || !strings.Contains(body, `"status":"paid"`) {
+		t.Errorf("POST /order through the front door: got %d %q, want 201 paid", code, body)
+	}
+	if code, _ := do(t, c, http.MethodGet, front+"/nothing-here", ""); code != http.StatusNotFound {
+		t.Errorf("GET /nothing-here through the front door: got %d, want 404 (no route)", code)
+	}
+
+	noRedirect := &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := noRedirect.Get("http://" + httpAddr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	// bulwark up points the redirects at the HTTPS listener it moved.
+	if loc, want := resp.Header.Get("Location"), "https://127.0.0.1:"+port+"/"; resp.StatusCode != http.StatusPermanentRedirect || loc != want {
+		t.Errorf("GET / on the HTTP listener: got %d Location %q, want 308 to %s", resp.StatusCode, loc, want)
+	}
+
+	token := func(query string) string {
+		code, body := do(t, http.DefaultClient, http.MethodGet, tokenURL+query, "")
+		if code != http.StatusOK {
+			t.Fatalf("demo issuer %s: got %d %q", query, code, body)
+		}
+		return strings.TrimSpace(body)
+	}
+	withToken := func(tok string) (int, string) {
+		req, err := http.NewRequest(http.MethodGet, front+"/api/orders", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tok != "" {
+			req.Header.Set("Authorization", "Bearer "+tok)
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatalf("GET /api/orders: %v", err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := withToken(""); code != http.StatusUnauthorized {
+		t.Errorf("GET /api/orders without a token: got %d %q, want 401", code, body)
+	}
+	if code, body := withToken(token("?sub=alice&scope=orders")); code != http.StatusOK || !strings.Contains(body, "lamp") {
+		t.Errorf("GET /api/orders with a token of the demo issuer: got %d %q, want 200 with the orders", code, body)
+	}
+	if code, body := withToken(token("?sub=bob")); code != http.StatusForbidden {
+		t.Errorf("GET /api/orders with a token without the scope orders: got %d %q, want 403", code, body)
+	}
+	if code, body := withToken("eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJtYWxsb3J5In0.c2ln"); code != http.StatusUnauthorized {
+		t.Errorf("GET /api/orders with a forged token: got %d %q, want 401", code, body)
 	}
 }
 
