@@ -96,9 +96,10 @@ type Authenticator struct {
 	// read it.
 	locations []*location
 	hasParams bool
-	// claimHeaders are the headers any provider sets from claims
-	// (canonical names), removed from every request.
-	claimHeaders []string
+	// claimHeaders are the headers any provider sets from claims (lower
+	// case, '_' read as '-'), removed from every request under any
+	// spelling: CGI-style apps (WSGI, PHP, Rack) read X_Team as X-Team.
+	claimHeaders map[string]bool
 	// required: some provider refuses requests without a token.
 	required bool
 	// cache holds tokens already verified, by digest.
@@ -162,7 +163,6 @@ func New(providers []Provider, c clock.Clock) (*Authenticator, error) {
 		name, prefix string
 	}
 	locs := map[locKey]*location{}
-	claimHeaders := map[string]bool{}
 	for i, pr := range providers {
 		if pr.Spec == nil {
 			return nil, fmt.Errorf("jwt provider %d: no resource", i)
@@ -183,10 +183,10 @@ func New(providers []Provider, c clock.Clock) (*Authenticator, error) {
 		for _, ch := range spec.ClaimsToHeaders {
 			h := http.CanonicalHeaderKey(ch.Header)
 			p.claims = append(p.claims, claimHeader{claim: ch.Claim, header: h})
-			if !claimHeaders[h] {
-				claimHeaders[h] = true
-				a.claimHeaders = append(a.claimHeaders, h)
+			if a.claimHeaders == nil {
+				a.claimHeaders = map[string]bool{}
 			}
+			a.claimHeaders[headerKey(h)] = true
 		}
 		add := func(l location) {
 			k := locKey{l.kind, l.name, strings.ToLower(l.prefix)}
@@ -226,6 +226,12 @@ type found struct {
 	token string
 }
 
+// headerKey is a header name as claimHeaders holds it: lower case, '_'
+// read as '-'.
+func headerKey(name string) string {
+	return strings.ToLower(strings.ReplaceAll(name, "_", "-"))
+}
+
 // Authenticate authenticates r and prepares it for the app: see the package
 // documentation for the rules. It changes r's headers and, when a token is
 // removed from the query, r.URL.RawQuery and r.RequestURI (consistently), so
@@ -235,8 +241,12 @@ func (a *Authenticator) Authenticate(r *http.Request) (Result, error) {
 	if a == nil {
 		return Result{}, nil
 	}
-	for _, h := range a.claimHeaders {
-		r.Header.Del(h)
+	if len(a.claimHeaders) > 0 {
+		for k := range r.Header {
+			if a.claimHeaders[headerKey(k)] {
+				delete(r.Header, k)
+			}
+		}
 	}
 	occ, err := a.find(r)
 	if err != nil {

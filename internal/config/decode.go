@@ -318,6 +318,9 @@ func semanticMessage(se *json.SemanticError, unknown bool) string {
 	switch {
 	case unknown:
 		return "unknown field"
+	case se.GoType == reflect.TypeFor[[]byte]() && se.JSONKind == '"':
+		// The value is not echoed: it may be key material.
+		return "not base64"
 	case se.GoType != nil && se.JSONKind != 0:
 		msg := "expected " + describeType(se.GoType) + ", got " + describeJSON(se.JSONKind, se.JSONValue)
 		if errors.Is(se.Err, strconv.ErrRange) {
@@ -333,6 +336,9 @@ func semanticMessage(se *json.SemanticError, unknown bool) string {
 func describeType(t reflect.Type) string {
 	if t == reflect.TypeFor[jsontext.Value]() {
 		return "a value"
+	}
+	if t == reflect.TypeFor[[]byte]() {
+		return "base64 data"
 	}
 	switch t.Kind() {
 	case reflect.Pointer:

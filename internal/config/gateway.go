@@ -257,7 +257,8 @@ type GatewayJWT struct {
 // GatewayRateLimit is a token bucket over some key of the requests; over
 // it, the gateway answers 429 with Retry-After.
 type GatewayRateLimit struct {
-	// RequestsPerSecond refills the bucket. Required, > 0.
+	// RequestsPerSecond refills the bucket. Required, at least
+	// MinRateLimit (one a day).
 	RequestsPerSecond float64 `json:"requestsPerSecond"`
 	// Burst is the bucket's size. Default: RequestsPerSecond rounded up.
 	Burst int `json:"burst,omitempty"`

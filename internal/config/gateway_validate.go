@@ -766,6 +766,8 @@ func validateGatewayRateLimits(path string, rls []GatewayRateLimit, errs *FieldE
 			errs.add(p+".requestsPerSecond", "required: must be above 0")
 		case rps < 0 || rps > MaxRateLimit:
 			errs.add(p+".requestsPerSecond", "%v is out of range: must be above 0 and at most %d", rps, MaxRateLimit)
+		case rps < MinRateLimit:
+			errs.add(p+".requestsPerSecond", "%v is out of range: must be at least 1/86400 (one request a day)", rps)
 		default:
 			rpsOK = true
 		}

@@ -186,7 +186,8 @@ type ConnectionLimits struct {
 
 // RateLimit is a token bucket.
 type RateLimit struct {
-	// RequestsPerSecond refills the bucket. Required, > 0.
+	// RequestsPerSecond refills the bucket. Required, at least
+	// MinRateLimit (one per day).
 	RequestsPerSecond float64 `json:"requestsPerSecond"`
 	// Burst is the bucket's size. Default: RequestsPerSecond rounded up.
 	Burst int `json:"burst,omitempty"`

@@ -53,6 +53,9 @@ const (
 	MaxConnectionLimit = 1_000_000
 	// MaxRateLimit bounds RateLimit.RequestsPerSecond and RateLimit.Burst.
 	MaxRateLimit = 1_000_000
+	// MinRateLimit is the smallest RequestsPerSecond of a RateLimit or a
+	// GatewayRateLimit: one request a day.
+	MinRateLimit = 1.0 / 86400
 	// DefaultRedirectStatus is the status of a Redirect that names none.
 	DefaultRedirectStatus = http.StatusFound
 	// MaxRegexLen bounds the length of a regular expression in a match.
@@ -289,6 +292,8 @@ func validateRateLimit(path string, r *RateLimit, errs *FieldErrors) {
 		errs.add(path+".requestsPerSecond", "required: must be above 0")
 	case rps < 0 || rps > MaxRateLimit:
 		errs.add(path+".requestsPerSecond", "%v is out of range: must be above 0 and at most %d", rps, MaxRateLimit)
+	case rps < MinRateLimit:
+		errs.add(path+".requestsPerSecond", "%v is out of range: must be at least 1/86400 (one request a day)", rps)
 	default:
 		rpsOK = true
 	}

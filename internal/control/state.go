@@ -403,12 +403,17 @@ func (b *stateBuilder) readGateways(ctx context.Context) (edgeResources, int64, 
 }
 
 // gatewayNotes notes the Secrets and JWTProviders that Gateways name and
-// that do not exist (the gateway serves without them).
+// that do not exist (the gateway serves without them), and the Gateways
+// named like a service with endpoints (served nothing).
 func gatewayNotes(st *push.State) []stateNote {
 	var notes []stateNote
 	for _, g := range st.Gateways {
 		m := g.Gateway.Metadata
 		svc := m.Namespace + "/" + m.Name
+		if st.ShadowedGateway(g.Gateway) {
+			notes = append(notes, stateNote{msg: "gateway has the name of a service with endpoints; it gets no gateway configuration", service: svc})
+			continue
+		}
 		for _, name := range push.GatewaySecretNames(g.Gateway) {
 			sec := st.Secrets[m.Namespace+"/"+name]
 			switch {

@@ -8,23 +8,27 @@ package proxy
 // log; docs/gateway-data-path.md tells the whole path):
 //
 //	no Gateway in the snapshot (503) -> request-target length (414) ->
-//	header field count (431) -> hygiene (400) -> route by listener, host
-//	and matches (404) -> body limit (413) -> CORS preflight (204/403) ->
-//	edge hygiene (client X-Forwarded-*, Forwarded, XFCC, X-Bulwark-*,
-//	X-Request-Id, traceparent, tracestate, Proxy-Authorization removed) ->
-//	route's JWT (401; 503 when a provider is missing) -> the gateway's
-//	policies on the client's IP, principal and claims (403, fails closed)
-//	-> rate limits (429) -> rewrite and header edits -> X-Forwarded-For,
-//	-Proto, -Host and X-Request-Id set -> forward as an outbound request of
-//	the gateway's identity (caller-side authorization, mesh Routes,
-//	pooled HTTP/2 over mTLS to the service's sidecar).
+//	header field count (431) -> hygiene, host not a DNS name or an IP
+//	(400) -> host not covered by the served certificate (421) -> route by
+//	listener, host and matches (404) -> body limit (413) -> CORS preflight
+//	(204/403) -> edge hygiene (client X-Forwarded-*, Forwarded, XFCC,
+//	X-Bulwark-*, X-Request-Id, traceparent, tracestate,
+//	Proxy-Authorization removed) -> the spec's per-client-IP rate limits
+//	(429) -> route's JWT (401; 503 when a provider is missing) -> the
+//	gateway's policies on the client's IP, principal and claims and the
+//	listener's port (403, fails closed) -> other rate limits (429) ->
+//	rewrite and header edits -> X-Forwarded-For, -Proto, -Host and
+//	X-Request-Id set -> forward as an outbound request of the gateway's
+//	identity (caller-side authorization, mesh Routes, pooled HTTP/2 over
+//	mTLS to the service's sidecar), the route's timeout bounding it until
+//	the service answers.
 
 import (
 	"cmp"
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -123,13 +127,16 @@ type edgeWriter struct {
 	http.ResponseWriter
 	wrote bool
 	// origin is the allowed Origin of the request ("" for none), cors the
-	// route's policy.
+	// route's policy (nil for a route without one).
 	origin string
 	cors   *edgeCORS
 	// edits are the route's response header edits, set once the request
 	// is forwarded.
 	edits *headerEdits
 }
+
+// corsPrefix starts the names of the CORS response headers.
+const corsPrefix = "Access-Control-"
 
 func (w *edgeWriter) WriteHeader(code int) {
 	if !w.wrote && (code >= 200 || code == http.StatusSwitchingProtocols) {
@@ -138,17 +145,22 @@ func (w *edgeWriter) WriteHeader(code int) {
 		if w.edits != nil {
 			w.edits.apply(h)
 		}
-		if w.origin != "" {
+		if w.cors != nil {
 			// The service's own CORS headers are replaced by the
-			// gateway's.
-			h.Set("Access-Control-Allow-Origin", w.origin)
-			if w.cors.credentials {
-				h.Set("Access-Control-Allow-Credentials", "true")
-			} else {
-				h.Del("Access-Control-Allow-Credentials")
+			// gateway's (none for an origin the policy does not allow).
+			for k := range h {
+				if len(k) >= len(corsPrefix) && strings.EqualFold(k[:len(corsPrefix)], corsPrefix) {
+					delete(h, k)
+				}
 			}
-			if w.cors.expose != "" {
-				h.Set("Access-Control-Expose-Headers", w.cors.expose)
+			if w.origin != "" {
+				h.Set("Access-Control-Allow-Origin", w.origin)
+				if w.cors.credentials {
+					h.Set("Access-Control-Allow-Credentials", "true")
+				}
+				if w.cors.expose != "" {
+					h.Set("Access-Control-Expose-Headers", w.cors.expose)
+				}
 			}
 			h.Add("Vary", "Origin")
 		}
@@ -214,6 +226,20 @@ func (e *Engine) serveEdge(w http.ResponseWriter, r *http.Request, listener stri
 		e.reject(rw, info, http.StatusBadRequest, "bad request", err.Error())
 		return
 	}
+	if host != "" && !edgeHost(host) {
+		e.reject(rw, info, http.StatusBadRequest, "bad request", "host: not a dns name or an ip address")
+		return
+	}
+	if tls && host != "" && !misdirectedOK(r, host) {
+		e.reject(rw, info, http.StatusMisdirectedRequest, "misdirected request", "host not covered by the connection's certificate")
+		return
+	}
+	// Policies see the port the Gateway declares for the listener, not
+	// the one the client names in Host (nor the one the listener is bound
+	// to: --listen may move it), as for passthrough.
+	if l := g.listeners[listener]; l != nil {
+		port = l.Port
+	}
 
 	// 2. Route.
 	in := routeInput{method: r.Method, path: path, rawQuery: query, header: r.Header}
@@ -234,16 +260,19 @@ func (e *Engine) serveEdge(w http.ResponseWriter, r *http.Request, listener stri
 		r.Body = http.MaxBytesReader(rw, r.Body, route.maxBody)
 	}
 
-	// 4. CORS.
+	// 4. CORS. On a route with a policy the gateway's CORS headers
+	// replace the service's (none for an origin the policy does not
+	// allow). A preflight (with one Origin or more) is never forwarded.
 	if c := route.cors; c != nil {
 		origin, ok := corsOrigin(r.Header)
 		allowed := ok && c.allowsOrigin(origin)
-		if r.Method == http.MethodOptions && ok && len(r.Header.Values("Access-Control-Request-Method")) > 0 {
+		if r.Method == http.MethodOptions && len(r.Header.Values("Origin")) > 0 && len(r.Header.Values("Access-Control-Request-Method")) > 0 {
 			e.preflight(rw, info, r, c, origin, allowed)
 			return
 		}
+		ew.cors = c
 		if allowed {
-			ew.origin, ew.cors = origin, c
+			ew.origin = origin
 		}
 	}
 
@@ -252,7 +281,20 @@ func (e *Engine) serveEdge(w http.ResponseWriter, r *http.Request, listener stri
 	stripIdentityHeaders(r.Header)
 	edgeConnection(r.Header)
 
-	// 6. JWT.
+	// 6. The spec's per-client-IP rate limits, before the JWT and the
+	// policies: floods of 401s and 403s (token guessing) are limited too.
+	clientKey := rateKeyIP(ip)
+	for _, rl := range g.rates {
+		if rl.limit == nil || !rl.clientIP() {
+			continue
+		}
+		if ok, after := rl.limit.allow(clientKey); !ok {
+			e.tooMany(rw, info, after, "gateway rate limit ("+config.GatewayRatePerClientIP+")")
+			return
+		}
+	}
+
+	// 7. JWT.
 	if route.unavailable != "" {
 		e.reject(rw, info, http.StatusServiceUnavailable, "route unavailable", route.unavailable)
 		return
@@ -273,7 +315,7 @@ func (e *Engine) serveEdge(w http.ResponseWriter, r *http.Request, listener stri
 		principal, claims = res.Principal, res.Claims
 	}
 
-	// 7. The gateway's policies.
+	// 8. The gateway's policies.
 	req := policy.Request{
 		Source:  policy.Source{IP: ip, Principal: principal, Claims: claims},
 		Method:  r.Method,
@@ -291,17 +333,17 @@ func (e *Engine) serveEdge(w http.ResponseWriter, r *http.Request, listener stri
 		return
 	}
 
-	// 8. Rate limits.
+	// 9. The other rate limits.
 	subject := principal
 	if subject == "" {
-		subject = info.clientIP
+		subject = clientKey
 	}
-	for _, rates := range [][]*edgeRate{g.rates, route.rates} {
+	for i, rates := range [][]*edgeRate{g.rates, route.rates} {
 		for _, rl := range rates {
-			if rl.limit == nil {
+			if rl.limit == nil || (i == 0 && rl.clientIP()) {
 				continue
 			}
-			key := info.clientIP
+			key := clientKey
 			if rl.cfg.Per == config.GatewayRatePerSubject {
 				key = subject
 			}
@@ -312,7 +354,7 @@ func (e *Engine) serveEdge(w http.ResponseWriter, r *http.Request, listener stri
 		}
 	}
 
-	// 9. Rewrite, header edits, forwarding headers.
+	// 10. Rewrite, header edits, forwarding headers.
 	if route.rewrite != nil {
 		p, err := rewritePath(route, path)
 		if err != nil {
@@ -333,27 +375,51 @@ func (e *Engine) serveEdge(w http.ResponseWriter, r *http.Request, listener stri
 	r.Header["X-Forwarded-Host"] = []string{r.Host}
 	r.Header["X-Request-Id"] = []string{requestID}
 
-	// 10. Forward as the gateway.
+	// 11. Forward as the gateway.
 	ew.edits = route.respEdits
 	authority := route.svc.Host()
 	if route.port != 0 {
 		authority += ":" + strconv.Itoa(route.port)
 	}
-	// A tunnelled upgrade (WebSocket) lasts as long as its connection, as
-	// in forward.
-	if route.timeout > 0 && !isUpgrade(r.Header) {
-		ctx, cancel := context.WithTimeout(r.Context(), route.timeout)
+	// The route's timeout bounds the request until the service answers;
+	// an established upgrade (WebSocket) then lasts as long as its
+	// connection, as in forward.
+	if route.timeout > 0 {
+		ctx, cancel := withRequestTimeout(r.Context(), route.timeout, isUpgrade(r.Header))
 		defer cancel()
 		r = r.WithContext(ctx)
 	}
 	e.forward(rw, r, info, route.svc, authority, path, query)
 }
 
-// corsOrigin returns the request's Origin; ok is false when there is none
-// or more than one.
+// misdirectedOK reports whether a request of a TLS connection for host
+// (lower case, no port) may be served on it: host is covered by the
+// names of the certificate served (WithServedNames; the server name the
+// client asked for when they are unknown). An IP literal, a connection
+// without a server name, or a certificate without DNS names are not
+// checked.
+func misdirectedOK(r *http.Request, host string) bool {
+	if _, err := netip.ParseAddr(host); err == nil {
+		return true
+	}
+	names, ok := servedNames(r.Context())
+	if !ok && r.TLS != nil && r.TLS.ServerName != "" {
+		names = []string{r.TLS.ServerName}
+	}
+	return len(names) == 0 || coveredBy(host, names)
+}
+
+// clientIP reports whether the rate limit is keyed by the client's IP
+// address (per client-ip, the default).
+func (rl *edgeRate) clientIP() bool {
+	return cmp.Or(rl.cfg.Per, config.GatewayRatePerClientIP) == config.GatewayRatePerClientIP
+}
+
+// corsOrigin returns the request's Origin; ok is false when there is none,
+// more than one, or a list.
 func corsOrigin(h http.Header) (origin string, ok bool) {
 	vs := h.Values("Origin")
-	if len(vs) != 1 || vs[0] == "" {
+	if len(vs) != 1 || vs[0] == "" || strings.ContainsRune(vs[0], ',') {
 		return "", false
 	}
 	return vs[0], true

@@ -823,6 +823,7 @@ func TestEdgePassthrough(t *testing.T) {
 		{name: "no_sni", sni: "", wantDetail: "client hello without a server name"},
 		{name: "denied_sni", sni: "denied.example.com"},
 		{name: "unrouted_sni", sni: "nowhere.example.org", wantDetail: "no tls route for nowhere.example.org"},
+		{name: "sni_not_dns", sni: "a_b,example.com", wantDetail: "client hello: the server name is not a dns name"},
 	}
 	for _, tt := range refused {
 		t.Run(tt.name, func(t *testing.T) {
@@ -870,6 +871,9 @@ func TestEdgePassthrough(t *testing.T) {
 	})
 	f.gw.log.waitFor(t, "the connection without a server name", func(m map[string]any) bool {
 		return m["detail"] == "client hello without a server name"
+	})
+	f.gw.log.waitFor(t, "the server name that is no dns name", func(m map[string]any) bool {
+		return m["detail"] == "client hello: the server name is not a dns name"
 	})
 }
 

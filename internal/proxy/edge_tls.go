@@ -96,6 +96,10 @@ func (e *Engine) ServePassthrough(ctx context.Context, c net.Conn, listener stri
 		fail(http.StatusBadRequest, "client hello without a server name")
 		return
 	}
+	if !DNSName(sni) {
+		fail(http.StatusBadRequest, "client hello: the server name is not a dns name")
+		return
+	}
 	r.Host = sni
 	route := g.matchTLS(listener, sni)
 	if route == nil {
@@ -103,11 +107,14 @@ func (e *Engine) ServePassthrough(ctx context.Context, c net.Conn, listener stri
 		return
 	}
 	info.gatewayRoute, info.destination = route.name, route.svc.String()
+	// Policies see the port the Gateway declares for the listener, not
+	// the one it is bound to (--listen may move it): the same policy holds
+	// wherever the gateway runs.
 	port := 0
-	if la, ok := c.LocalAddr().(*net.TCPAddr); ok {
-		port = la.Port
-	} else if l := g.listeners[listener]; l != nil {
+	if l := g.listeners[listener]; l != nil {
 		port = l.Port
+	} else if la, ok := c.LocalAddr().(*net.TCPAddr); ok {
+		port = la.Port
 	}
 	req := policy.Request{Source: policy.Source{IP: ip}, Host: sni, Port: port, SNI: sni, Time: info.start}
 	dec := t.inbound.Decide(&req)

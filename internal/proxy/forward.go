@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"math/rand/v2"
@@ -33,8 +34,9 @@ import (
 //	     condition is configured, the method allows it, the body can be
 //	     sent again and the retry budget has room, after a jittered backoff
 //
-// The request's timeout bounds all of it; a per-try timeout bounds each
-// try until its response headers.
+// The request's timeout bounds all of it (an upgrade only until the
+// upstream answers: an established tunnel outlives it); a per-try timeout
+// bounds each try until its response headers.
 
 // maxReplayBody is the largest request body kept to be sent again by a
 // retry (or a mirror); a longer body is streamed and its request is retried
@@ -209,9 +211,10 @@ func (e *Engine) forward(rw *recorder, r *http.Request, info *logInfo, svc ident
 	}
 
 	ctx := r.Context()
-	if timeout > 0 && !fs.upgrade {
+	if timeout > 0 {
+		// An upgrade is bounded until its tunnel is established.
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, timeout)
+		ctx, cancel = withRequestTimeout(ctx, timeout, fs.upgrade)
 		defer cancel()
 	}
 	e.toPeer.ServeHTTP(rw, r.WithContext(context.WithValue(ctx, fwdKey{}, fs)))
@@ -219,6 +222,55 @@ func (e *Engine) forward(rw *recorder, r *http.Request, info *logInfo, svc ident
 	if fs.attempts > 1 {
 		info.attempts = fs.attempts
 	}
+}
+
+// upgradeTimersKey is the context key of the timers of withRequestTimeout
+// bounding an upgrade request (a []*time.Timer, the outermost first).
+type upgradeTimersKey struct{}
+
+// withRequestTimeout bounds a request by d: all of it, or for an upgrade
+// (isUpgrade) only until the upstream answers (upgradeAnswered), so that
+// an established tunnel outlives it while a client cannot escape the
+// timeout by asking for an upgrade the service never answers. An expired
+// upgrade's context has the cause context.DeadlineExceeded.
+func withRequestTimeout(parent context.Context, d time.Duration, upgrade bool) (context.Context, context.CancelFunc) {
+	if !upgrade {
+		return context.WithTimeout(parent, d)
+	}
+	ctx, cancel := context.WithCancelCause(parent)
+	t := time.AfterFunc(d, func() { cancel(context.DeadlineExceeded) })
+	prev, _ := parent.Value(upgradeTimersKey{}).([]*time.Timer)
+	ctx = context.WithValue(ctx, upgradeTimersKey{}, append(prev[:len(prev):len(prev)], t))
+	return ctx, func() {
+		t.Stop()
+		cancel(context.Canceled)
+	}
+}
+
+// upgradeAnswered ends the timeouts of an upgrade request (ctx is its
+// context) once the upstream switched protocols: the tunnel then lasts as
+// long as its connection. Any other answer stays bounded by them. An
+// upgrade whose timeout expired first gets an error wrapping
+// context.DeadlineExceeded (504), and a late 101 is dropped.
+func upgradeAnswered(ctx context.Context, resp *http.Response, err error) (*http.Response, error) {
+	expired := errors.Is(context.Cause(ctx), context.DeadlineExceeded)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		if err != nil && expired {
+			return nil, fmt.Errorf("upgrade: %w", context.DeadlineExceeded)
+		}
+		return resp, err
+	}
+	timers, _ := ctx.Value(upgradeTimersKey{}).([]*time.Timer)
+	for _, t := range timers {
+		if !t.Stop() {
+			expired = true
+		}
+	}
+	if expired {
+		resp.Body.Close()
+		return nil, fmt.Errorf("upgrade: %w", context.DeadlineExceeded)
+	}
+	return resp, nil
 }
 
 // outboundHost is the host the app addressed (authority), or the
@@ -303,7 +355,8 @@ func (e *Engine) peerRoundTrip(req *http.Request) (*http.Response, error) {
 		ep := fs.set.eps[idx]
 		fs.upstream, fs.attempts = ep.addr, 1
 		out := withEndpoint(req, req.Context(), ep.addr)
-		return e.upgradeToPeer(out, poolKey{addr: ep.addr, id: ep.id})
+		resp, err := e.upgradeToPeer(out, poolKey{addr: ep.addr, id: ep.id})
+		return upgradeAnswered(req.Context(), resp, err)
 	}
 	rp := fs.retry
 	st.budget.Request()

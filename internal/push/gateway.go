@@ -107,14 +107,36 @@ func (st *State) HasGatewayProvider(ns, name string) bool {
 }
 
 // sealGateways indexes the Gateways by their service ("ns/name") and sorts
-// GatewayIDs.
+// GatewayIDs. A Gateway named like a service with endpoints (a workload's:
+// a gateway registers no address) is left out, and its identity is not a
+// gateway's: its sidecars must get neither its Secrets nor the trust the
+// mesh gives a gateway (ShadowedGateway).
 func (st *State) sealGateways() {
 	st.gatewayOf = make(map[string]*Gateway, len(st.Gateways))
+	shadowed := map[string]bool{} // "/ns/<namespace>/sa/<name>"
 	for i := range st.Gateways {
 		g := &st.Gateways[i]
-		st.gatewayOf[g.Gateway.Metadata.Namespace+"/"+g.Gateway.Metadata.Name] = g
+		m := g.Gateway.Metadata
+		if st.ShadowedGateway(g.Gateway) {
+			shadowed["/ns/"+m.Namespace+"/sa/"+m.Name] = true
+			continue
+		}
+		st.gatewayOf[m.Namespace+"/"+m.Name] = g
 	}
-	st.GatewayIDs = slices.Clone(st.GatewayIDs)
-	slices.SortFunc(st.GatewayIDs, strings.Compare)
-	st.GatewayIDs = slices.Compact(st.GatewayIDs)
+	ids := make([]string, 0, len(st.GatewayIDs))
+	for _, id := range st.GatewayIDs {
+		if i := strings.Index(id, "/ns/"); i < 0 || !shadowed[id[i:]] {
+			ids = append(ids, id)
+		}
+	}
+	slices.SortFunc(ids, strings.Compare)
+	st.GatewayIDs = slices.Compact(ids)
+}
+
+// ShadowedGateway reports whether g has the name of a service with
+// endpoints (registered by workloads; a gateway registers none): such a
+// Gateway gets no gateway configuration, and its identity is not a
+// gateway's.
+func (st *State) ShadowedGateway(g *config.Gateway) bool {
+	return len(st.Endpoints[g.Metadata.Namespace+"/"+g.Metadata.Name]) > 0
 }

@@ -100,6 +100,9 @@ func NewRateLimiter(rps float64, burst int, maxKeys int, clk clock.Clock) *RateL
 	return r
 }
 
+// maxRetryAfter bounds the wait Allow returns.
+const maxRetryAfter = 24 * time.Hour
+
 // Allow takes one token from key's bucket. When none is left it returns
 // false and how long until the next token (callers round it up to whole
 // seconds for Retry-After).
@@ -125,8 +128,12 @@ func (r *RateLimiter) Allow(key string) (ok bool, retryAfter time.Duration) {
 		b.tokens--
 		return true, 0
 	}
-	wait := time.Duration(math.Ceil((1 - b.tokens) / r.rps * float64(time.Second)))
-	return false, max(wait, 1)
+	// At most maxRetryAfter: a tiny rate would overflow a Duration.
+	wait := math.Ceil((1 - b.tokens) / r.rps * float64(time.Second))
+	if !(wait < float64(maxRetryAfter)) {
+		return false, maxRetryAfter
+	}
+	return false, max(time.Duration(wait), 1)
 }
 
 // newBucket returns a full bucket for key, recycling the least recently
