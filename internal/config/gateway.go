@@ -308,6 +308,11 @@ type GatewayLimits struct {
 	// IdleTimeout closes a keep-alive connection with no request. Default:
 	// "60s".
 	IdleTimeout string `json:"idleTimeout,omitempty"`
+	// ResponseWriteTimeout is the longest one write of an answer to the
+	// client may take (slow readers, a zero HTTP/2 window): past it the
+	// stream (HTTP/2) or the connection (HTTP/1.1) is closed and the
+	// request's upstream released. Default: "30s".
+	ResponseWriteTimeout string `json:"responseWriteTimeout,omitempty"`
 	// MaxConcurrentStreams of one HTTP/2 connection. Default: 100.
 	MaxConcurrentStreams int `json:"maxConcurrentStreams,omitempty"`
 	// MaxConnectionsPerIP bounds the open connections of one client IP
@@ -324,6 +329,7 @@ const (
 	DefaultGatewayHeaderTimeout       = "10s"
 	DefaultGatewayBodyTimeout         = "30s"
 	DefaultGatewayIdleTimeout         = "60s"
+	DefaultGatewayWriteTimeout        = "30s"
 	DefaultGatewayMaxStreams          = 100
 	DefaultGatewayMaxConnectionsPerIP = 256
 	DefaultGatewayRouteTimeout        = "30s"

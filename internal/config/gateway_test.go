@@ -124,7 +124,7 @@ rateLimits: [{requestsPerSecond: 100, per: route}]
 			}},
 			Limits: &config.GatewayLimits{
 				MaxRequestHeaderBytes: 32768, MaxRequestHeaders: 100, MaxURLLength: 8192, MaxRequestBodyBytes: 10 << 20,
-				RequestHeaderTimeout: "10s", RequestBodyTimeout: "30s", IdleTimeout: "60s",
+				RequestHeaderTimeout: "10s", RequestBodyTimeout: "30s", IdleTimeout: "60s", ResponseWriteTimeout: "30s",
 				MaxConcurrentStreams: 100, MaxConnectionsPerIP: 256,
 			},
 			RateLimits: []config.GatewayRateLimit{{RequestsPerSecond: 100, Burst: 100, Per: config.GatewayRatePerRoute}},

@@ -819,6 +819,7 @@ func validateGatewayLimits(path string, l *GatewayLimits, errs *FieldErrors) {
 	defDur(&l.RequestHeaderTimeout, DefaultGatewayHeaderTimeout, "requestHeaderTimeout")
 	defDur(&l.RequestBodyTimeout, DefaultGatewayBodyTimeout, "requestBodyTimeout")
 	defDur(&l.IdleTimeout, DefaultGatewayIdleTimeout, "idleTimeout")
+	defDur(&l.ResponseWriteTimeout, DefaultGatewayWriteTimeout, "responseWriteTimeout")
 }
 
 // validateGatewayTLSRoutes checks spec.tlsRoutes.

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -85,7 +86,7 @@ func startEdgeServer(t *testing.T, edge gateway.Edge, limits *config.GatewayLimi
 	return srv.Status().Listeners
 }
 
-var shortLimits = &config.GatewayLimits{RequestHeaderTimeout: "1s", RequestBodyTimeout: "1s", IdleTimeout: "1s"}
+var shortLimits = &config.GatewayLimits{RequestHeaderTimeout: "1s", RequestBodyTimeout: "1s", IdleTimeout: "1s", ResponseWriteTimeout: "1s"}
 
 // TestAttackSlowReadHTTP1: a client that sends a request and never reads
 // the answer holds the handler (and, through the engine, the upstream
@@ -246,6 +247,66 @@ func TestAttackGarbageOnHTTPSHolds(t *testing.T) {
 		c.Close()
 		if strings.Contains(string(got), "HTTP/1.1 200") {
 			t.Errorf("%q on the HTTPS port: got an answer %q", in, got)
+		}
+	}
+}
+
+// waitEdge counts the requests it starts; each handler waits until its
+// request is cancelled, like the engine's forwarding to a slow service.
+type waitEdge struct {
+	started *atomic.Int64
+}
+
+func (e waitEdge) Edge(string, bool) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		e.started.Add(1)
+		<-r.Context().Done()
+	})
+}
+
+func (waitEdge) ServePassthrough(_ context.Context, c net.Conn, _ string) { c.Close() }
+
+// TestAttackHTTP2ServerProvokedResets ("MadeYouReset", CVE-2025-8671): the
+// rapid-reset guard counts the RST_STREAM frames the client sends, but a
+// client can make the server reset each stream itself, here with a
+// WINDOW_UPDATE of increment 0 on the stream (a stream error, RFC 9113
+// 6.9). Every stream still starts a request (the engine routes, authorizes
+// and forwards it into the mesh) that is cancelled at once: the same
+// amplification as rapid reset, and the guard never fires. Want: count
+// the streams the server resets because of the client's frames (stream
+// errors) with the client's resets.
+func TestAttackHTTP2ServerProvokedResets(t *testing.T) {
+	started := &atomic.Int64{}
+	addrs := startEdgeServer(t, waitEdge{started: started}, nil)
+	a := dialH2(t, addrs["https"])
+	a.fr.AllowIllegalWrites = true // the increment of 0
+	const attempts = 5_000
+	sent := 0
+	for ; sent < attempts; sent++ {
+		id := uint32(2*sent + 1)
+		if err := a.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: a.block, EndHeaders: true}); err != nil {
+			break
+		}
+		if err := a.fr.WriteWindowUpdate(id, 0); err != nil {
+			break
+		}
+	}
+	select {
+	case <-a.closed:
+		t.Logf("closed after %d streams sent, %d requests started", sent, started.Load())
+		return
+	default:
+	}
+	// Still open? A PING proves it.
+	if err := a.fr.WritePing(false, [8]byte{7}); err == nil {
+		select {
+		case <-a.pingAck:
+			t.Errorf("the connection survived %d streams reset by the server on the client's cue (%d requests started), want it closed as for rapid reset",
+				sent, started.Load())
+		case <-a.closed:
+			t.Logf("closed after %d streams sent, %d requests started", sent, started.Load())
+		case <-time.After(hangGuard):
+			t.Error("no answer to a PING")
 		}
 	}
 }

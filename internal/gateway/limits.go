@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bufio"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -22,6 +23,7 @@ type limits struct {
 	headerTimeout        time.Duration
 	bodyTimeout          time.Duration
 	idleTimeout          time.Duration
+	writeTimeout         time.Duration
 	maxConcurrentStreams int
 	maxConnsPerIP        int
 }
@@ -46,6 +48,7 @@ func parseLimits(l *config.GatewayLimits) (limits, error) {
 		{"requestHeaderTimeout", in.RequestHeaderTimeout, config.DefaultGatewayHeaderTimeout, &out.headerTimeout},
 		{"requestBodyTimeout", in.RequestBodyTimeout, config.DefaultGatewayBodyTimeout, &out.bodyTimeout},
 		{"idleTimeout", in.IdleTimeout, config.DefaultGatewayIdleTimeout, &out.idleTimeout},
+		{"responseWriteTimeout", in.ResponseWriteTimeout, config.DefaultGatewayWriteTimeout, &out.writeTimeout},
 	} {
 		v := d.value
 		if v == "" {
@@ -88,6 +91,9 @@ func (l limits) http2Config() *http.HTTP2Config {
 		MaxReadFrameSize:          h2MaxReadFrameSize,
 		MaxDecoderHeaderTableSize: h2MaxDecoderHeaderTableSize,
 		MaxEncoderHeaderTableSize: h2MaxDecoderHeaderTableSize,
+		// A client that stops reading the connection (or keeps its window
+		// at zero while the server has frames to send) loses it.
+		WriteByteTimeout: l.writeTimeout,
 	}
 }
 
@@ -97,19 +103,67 @@ func (l limits) http2Config() *http.HTTP2Config {
 // long answer streamed after it is not cut; HTTP/1.1 keeps reading the
 // connection in the background then). net/http applies it to the
 // connection for HTTP/1.1 and to the stream for HTTP/2.
-func withBodyDeadline(next http.Handler, timeout time.Duration, now func() time.Time) http.Handler {
+//
+// It also bounds each write of the answer to writeTimeout (slow readers,
+// a zero HTTP/2 window): the write deadline is moved before every write
+// and flush, so an answer streamed for a long time lives as long as the
+// client keeps reading. A connection taken over for a tunnel (WebSocket)
+// is handed on without deadlines: the tunnel manages its own.
+func withBodyDeadline(next http.Handler, timeout, writeTimeout time.Duration, now func() time.Time) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rc := http.NewResponseController(w)
+		if writeTimeout > 0 {
+			w = &deadlineWriter{ResponseWriter: w, rc: rc, timeout: writeTimeout, now: now}
+		}
 		if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
 			next.ServeHTTP(w, r)
 			return
 		}
-		rc := http.NewResponseController(w)
 		if err := rc.SetReadDeadline(now().Add(timeout)); err == nil {
 			r.Body = &deadlineBody{ReadCloser: r.Body, rc: rc}
 		}
 		next.ServeHTTP(w, r)
 	})
 }
+
+// deadlineWriter moves the write deadline before each write of an answer.
+type deadlineWriter struct {
+	http.ResponseWriter
+	rc      *http.ResponseController
+	timeout time.Duration
+	now     func() time.Time
+}
+
+func (d *deadlineWriter) extend() { _ = d.rc.SetWriteDeadline(d.now().Add(d.timeout)) }
+
+func (d *deadlineWriter) WriteHeader(code int) {
+	d.extend()
+	d.ResponseWriter.WriteHeader(code)
+}
+
+func (d *deadlineWriter) Write(b []byte) (int, error) {
+	d.extend()
+	return d.ResponseWriter.Write(b)
+}
+
+// FlushError flushes under a fresh deadline (http.ResponseController
+// calls it).
+func (d *deadlineWriter) FlushError() error {
+	d.extend()
+	return d.rc.Flush()
+}
+
+// Hijack hands the connection on with no deadline left on it.
+func (d *deadlineWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, brw, err := d.rc.Hijack()
+	if err == nil {
+		_ = c.SetDeadline(time.Time{})
+	}
+	return c, brw, err
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (d *deadlineWriter) Unwrap() http.ResponseWriter { return d.ResponseWriter }
 
 // deadlineBody lifts the read deadline once the body is read to its end.
 type deadlineBody struct {
@@ -258,7 +312,9 @@ var errGuardClosed = errors.New("http2 guard: connection closed")
 //     them at once may go on forever, each stream costing a handler. As in
 //     Envoy ("premature resets"), a connection that has reset at least
 //     resetMinimum streams, and at least half of those it opened, is
-//     closed.
+//     closed. Streams the server resets on a client's stream error
+//     ("MadeYouReset", CVE-2025-8671: the guard also follows the frames
+//     the server writes) count as the client's resets.
 //   - CONTINUATION flood (CVE-2024-27316): net/http closes a connection
 //     whose header block outgrows the header limit, but empty
 //     CONTINUATION frames add nothing to it. A header block is refused
@@ -295,6 +351,14 @@ type h2Guard struct {
 	// blockStop stops the timer of the open header block.
 	blockStop chan struct{}
 	closed    string
+
+	// The frames the server writes, followed like the client's: outHdr
+	// gathers a frame header, outPayloadLeft skips a payload, and outRST
+	// gathers the error code of a RST_STREAM the server sends.
+	outHdr         [h2FrameHeaderLen]byte
+	outHdrLen      int
+	outPayloadLeft int
+	outRST         []byte
 }
 
 // newH2Guard guards tc, an HTTP/2 connection whose TLS handshake is done.
@@ -378,6 +442,75 @@ func (g *h2Guard) Read(p []byte) (int, error) {
 		}
 	}
 	return n, err
+}
+
+// Write writes to the connection, counting the streams the server resets
+// because of a client's stream error (MadeYouReset, CVE-2025-8671: a
+// WINDOW_UPDATE of 0, a frame on a half-closed stream, ... make the server
+// reset the stream itself) into the same budget as the client's own
+// resets.
+func (g *h2Guard) Write(p []byte) (int, error) {
+	g.mu.Lock()
+	reason := ""
+	if g.closed == "" {
+		reason = g.scanOut(p)
+	}
+	g.mu.Unlock()
+	if reason != "" {
+		g.closeFor(reason)
+		return 0, errGuardClosed
+	}
+	return g.Conn.Write(p)
+}
+
+// scanOut follows the frame boundaries of what the server writes; it
+// returns the reason to close the connection, or "". g.mu is held.
+func (g *h2Guard) scanOut(b []byte) string {
+	for len(b) > 0 {
+		if g.outPayloadLeft > 0 {
+			k := min(g.outPayloadLeft, len(b))
+			if g.outRST != nil {
+				need := min(4-len(g.outRST), k)
+				g.outRST = append(g.outRST, b[:need]...)
+				if len(g.outRST) == 4 {
+					code := uint32(g.outRST[0])<<24 | uint32(g.outRST[1])<<16 | uint32(g.outRST[2])<<8 | uint32(g.outRST[3])
+					g.outRST = nil
+					if clientCausedReset(code) {
+						if reason := g.frame(h2FrameRSTStream, 0, 0, 4); reason != "" {
+							return reason
+						}
+					}
+				}
+			}
+			g.outPayloadLeft -= k
+			b = b[k:]
+			continue
+		}
+		k := copy(g.outHdr[g.outHdrLen:], b)
+		g.outHdrLen += k
+		b = b[k:]
+		if g.outHdrLen < h2FrameHeaderLen {
+			break
+		}
+		g.outHdrLen = 0
+		g.outPayloadLeft = int(g.outHdr[0])<<16 | int(g.outHdr[1])<<8 | int(g.outHdr[2])
+		if g.outHdr[3] == h2FrameRSTStream && g.outPayloadLeft >= 4 {
+			g.outRST = make([]byte, 0, 4)
+		}
+	}
+	return ""
+}
+
+// clientCausedReset reports whether a RST_STREAM error code the server
+// sends answers a client's stream error (PROTOCOL_ERROR, FLOW_CONTROL_ERROR,
+// STREAM_CLOSED, FRAME_SIZE_ERROR, COMPRESSION_ERROR); NO_ERROR, CANCEL,
+// REFUSED_STREAM and INTERNAL_ERROR are the server's own doing.
+func clientCausedReset(code uint32) bool {
+	switch code {
+	case 0x1, 0x3, 0x5, 0x6, 0x9:
+		return true
+	}
+	return false
 }
 
 // scan follows the frame boundaries through b; it returns the reason to

@@ -737,7 +737,7 @@ func (s *Server) newHTTPServer(name string, st settings) *http.Server {
 		h = redirectHandler(st.httpsPort)
 	} else {
 		// Socket deadlines are wall-clock times, whatever the clock.
-		h = withBodyDeadline(s.edge.Edge(name, st.protocol == config.ListenerHTTPS), st.limits.bodyTimeout, time.Now)
+		h = withBodyDeadline(s.edge.Edge(name, st.protocol == config.ListenerHTTPS), st.limits.bodyTimeout, st.limits.writeTimeout, time.Now)
 	}
 	if st.hsts != "" {
 		h = withHSTS(h, st.hsts)
