@@ -83,16 +83,20 @@ func TestBufferedWriterFlushesOnTimerAndAtStop(t *testing.T) {
 	b := telemetry.NewBufferedWriter(out, fake)
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan struct{})
+	// Wait for timers with channels taken before they can be armed: Run
+	// may arm one before a later TimerCreated call.
+	armed := fake.TimerCreated()
 	go func() { b.Run(ctx); close(done) }()
-	<-fake.TimerCreated()
+	<-armed
 	if _, err := b.Write([]byte("one\n")); err != nil {
 		t.Fatal(err)
 	}
 	if got := out.all(); len(got) != 0 {
 		t.Fatalf("got %q before the flush interval, want nothing", got)
 	}
+	rearmed := fake.TimerCreated()
 	fake.Advance(telemetry.DefaultFlushEvery)
-	<-fake.TimerCreated() // the loop flushed and waits again
+	<-rearmed // the loop flushed and waits again
 	if got := out.all(); len(got) != 1 || got[0] != "one\n" {
 		t.Fatalf("after the interval: got %q, want [one]", got)
 	}
