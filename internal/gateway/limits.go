@@ -257,6 +257,10 @@ type limitedConn struct {
 	net.Conn
 	release func()
 	once    sync.Once
+	// served is the certificate the TLS handshake of an HTTPS
+	// connection presented (recordServed), nil before it; set by the
+	// handshake's goroutine before the connection reaches a server.
+	served *tls.Certificate
 }
 
 func (c *limitedConn) Close() error {

@@ -20,6 +20,7 @@ import (
 	"github.com/bulwarkmesh/bulwark/internal/clock"
 	"github.com/bulwarkmesh/bulwark/internal/config"
 	"github.com/bulwarkmesh/bulwark/internal/framing"
+	"github.com/bulwarkmesh/bulwark/internal/proxy"
 	"github.com/bulwarkmesh/bulwark/internal/telemetry"
 )
 
@@ -478,7 +479,7 @@ func (s *Server) startServer(l *listener) {
 	g := &generation{srv: s.newHTTPServer(l.name, st), h1: newConnQueue(l.sock.Addr()), limits: st.limits}
 	if st.protocol == config.ListenerHTTPS {
 		g.h2 = newConnQueue(l.sock.Addr())
-		g.tls = edgeTLSConfig(st.minVersion, s.certs.getCertificate(l.name))
+		g.tls = edgeTLSConfig(st.minVersion, recordServed(s.certs.getCertificate(l.name)))
 	}
 	l.gen = g
 	if s.cfg.AddServer != nil && !s.cfg.AddServer(g.srv) {
@@ -700,21 +701,41 @@ type tlsStateKey struct{}
 // connTLSState is the ConnContext of HTTPS servers: it keeps the TLS state
 // of the connection (a *tls.Conn under the framing guard, or an h2Guard),
 // which the server cannot see itself as it serves them as plain
-// connections.
+// connections, and the DNS names of the certificate served on it
+// (proxy.WithServedNames).
 func connTLSState(ctx context.Context, c net.Conn) context.Context {
 	if fc, ok := c.(*framing.Conn); ok {
 		c = fc.Conn
 	}
-	var st tls.ConnectionState
+	var tc *tls.Conn
 	switch c := c.(type) {
 	case *tls.Conn:
-		st = c.ConnectionState()
+		tc = c
 	case *h2Guard:
-		st = c.tc.ConnectionState()
+		tc = c.tc
 	default:
 		return ctx
 	}
+	st := tc.ConnectionState()
+	if lc, ok := tc.NetConn().(*limitedConn); ok && lc.served != nil {
+		// The engine answers 421 to a host the certificate served does
+		// not cover (domain fronting).
+		ctx = proxy.WithServedNames(ctx, lc.served.Leaf.DNSNames)
+	}
 	return context.WithValue(ctx, tlsStateKey{}, &st)
+}
+
+// recordServed wraps get, the GetCertificate of a listener, so that the
+// certificate picked for a connection is kept on it (limitedConn.served):
+// connTLSState hands its DNS names to the engine with every request.
+func recordServed(get func(*tls.ClientHelloInfo) (*tls.Certificate, error)) func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	return func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+		cert, err := get(hello)
+		if lc, ok := hello.Conn.(*limitedConn); ok && err == nil && cert.Leaf != nil {
+			lc.served = cert
+		}
+		return cert, err
+	}
 }
 
 // withTLSState sets r.TLS from the connection's TLS state (connTLSState).

@@ -740,7 +740,18 @@ func (ss *serverSet) add(srv *http.Server) bool {
 		return false
 	}
 	ss.servers = append(ss.servers, srv)
+	// A server its owner shuts down (a gateway listener's server
+	// replaced on a settings change) leaves the set: its owner finishes
+	// it, and the set does not grow with every change.
+	srv.RegisterOnShutdown(func() { ss.remove(srv) })
 	return true
+}
+
+// remove drops srv from the set.
+func (ss *serverSet) remove(srv *http.Server) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	ss.servers = slices.DeleteFunc(ss.servers, func(s *http.Server) bool { return s == srv })
 }
 
 // shutdown stops every server from accepting and waits for their
