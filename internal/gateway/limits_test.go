@@ -447,11 +447,15 @@ func TestHTTP2HeaderBlockTimeout(t *testing.T) {
 	for len(clk.read) > 0 {
 		<-clk.read
 	}
+	// The guard arms the block's timer once it has read the HEADERS frame:
+	// only then may the clock move (a read of the time made for an
+	// earlier frame would let it move too early).
+	armed := clk.TimerCreated()
 	if err := a.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: a.block[:1], EndStream: true}); err != nil {
 		t.Fatal(err)
 	}
 	select {
-	case <-clk.read:
+	case <-armed:
 	case <-time.After(hangGuard):
 		t.Fatal("the header block was never read")
 	}
