@@ -151,13 +151,8 @@ func validateGatewayListeners(ls []GatewayListener, errs *FieldErrors) gatewayLi
 	for i := range ls {
 		path := fmt.Sprintf("spec.listeners[%d]", i)
 		l := &ls[i]
-		if checkGatewayName(path+".name", l.Name, errs) {
-			if j, dup := names[l.Name]; dup {
-				errs.add(path+".name", "%q is also the name of spec.listeners[%d]: listener names must be unique", l.Name, j)
-			} else {
-				names[l.Name] = i
-				byName[l.Name] = l
-			}
+		if checkUniqueGatewayName(names, "spec.listeners", i, l.Name, "listener", errs) {
+			byName[l.Name] = l
 		}
 		switch {
 		case l.Port == 0:
@@ -326,13 +321,7 @@ func validateGatewayRoutes(self identity.ServiceRef, routes []GatewayRoute, list
 	for i := range routes {
 		path := fmt.Sprintf("spec.routes[%d]", i)
 		r := &routes[i]
-		if checkGatewayName(path+".name", r.Name, errs) {
-			if j, dup := names[r.Name]; dup {
-				errs.add(path+".name", "%q is also the name of spec.routes[%d]: route names must be unique", r.Name, j)
-			} else {
-				names[r.Name] = i
-			}
-		}
+		checkUniqueGatewayName(names, "spec.routes", i, r.Name, "route", errs)
 		ok := checkRouteListeners(path+".listeners", r.Listeners, listeners, false, errs)
 		ok = checkGatewayHosts(path+".hosts", r.Hosts, false, errs) && ok
 		ok = validateGatewayMatches(path+".matches", r.Matches, errs) && ok
@@ -836,13 +825,7 @@ func validateGatewayTLSRoutes(self identity.ServiceRef, routes []GatewayTLSRoute
 	for i := range routes {
 		path := fmt.Sprintf("spec.tlsRoutes[%d]", i)
 		r := &routes[i]
-		if checkGatewayName(path+".name", r.Name, errs) {
-			if j, dup := names[r.Name]; dup {
-				errs.add(path+".name", "%q is also the name of spec.tlsRoutes[%d]: TLS route names must be unique", r.Name, j)
-			} else {
-				names[r.Name] = i
-			}
-		}
+		checkUniqueGatewayName(names, "spec.tlsRoutes", i, r.Name, "TLS route", errs)
 		ok := checkRouteListeners(path+".listeners", r.Listeners, listeners, true, errs)
 		if len(r.Hosts) == 0 {
 			errs.add(path+".hosts", "at least one server name is required: a TLS route is chosen by the client's SNI")
@@ -862,4 +845,21 @@ func validateGatewayTLSRoutes(self identity.ServiceRef, routes []GatewayTLSRoute
 			errs.add(path+".port", "%d is not a port: must be 0 (none) to 65535", r.Port)
 		}
 	}
+}
+
+// checkUniqueGatewayName checks the name of entry i of the list at path
+// (its listeners, routes or TLS routes), and that no earlier entry has it;
+// names records the entries seen. It reports whether the name is new and
+// valid.
+func checkUniqueGatewayName(names map[string]int, list string, i int, name, what string, errs *FieldErrors) bool {
+	path := fmt.Sprintf("%s[%d].name", list, i)
+	if !checkGatewayName(path, name, errs) {
+		return false
+	}
+	if j, dup := names[name]; dup {
+		errs.add(path, "%q is also the name of %s[%d]: %s names must be unique", name, list, j, what)
+		return false
+	}
+	names[name] = i
+	return true
 }
