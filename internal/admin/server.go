@@ -93,6 +93,9 @@ type Config struct {
 	// resource.Store.WithAudit. Nil: nothing is audited, and the audit
 	// routes answer 501.
 	Audit AuditLog
+	// Logins issues the dashboard's one-time login links (POST
+	// /v1/dashboard/login); nil answers 501.
+	Logins LoginIssuer
 	// Failures receives failed authentications and RBAC denials; nil
 	// drops them.
 	Failures FailureRecorder
@@ -141,6 +144,8 @@ func New(cfg Config) (*Server, error) {
 	s.mux.Handle("GET /v1/audit", s.operator(s.auditList))
 	s.mux.Handle("GET /v1/audit/verify", s.operator(s.auditVerify))
 	s.mux.Handle("GET /v1/audit/export", s.operator(s.auditExport))
+	s.policyRoutes()
+	s.dashboardRoutes()
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if _, err := operatorName(r); err != nil {
 			s.failure(r.Context(), audit.FailureOperator, r.RemoteAddr, "", err.Error())
@@ -198,13 +203,36 @@ func (s *Server) operator(h func(w http.ResponseWriter, r *http.Request, op stri
 	})
 }
 
-// operatorName returns the operator of a request whose client certificate
-// the TLS layer verified against the operator CA.
+// operatorName returns the operator of a request: the one ServeOperator
+// was given, or the one of the client certificate the TLS layer verified
+// against the operator CA.
 func operatorName(r *http.Request) (string, error) {
+	if op, ok := r.Context().Value(operatorKey{}).(string); ok && op != "" {
+		return op, nil
+	}
+	return CertificateOperator(r)
+}
+
+// CertificateOperator returns the operator of a request whose client
+// certificate the TLS layer verified against the operator CA, or an error
+// when it has none.
+func CertificateOperator(r *http.Request) (string, error) {
 	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.PeerCertificates) == 0 {
 		return "", errUnauthenticated
 	}
 	return ca.OperatorName(r.TLS.PeerCertificates[0])
+}
+
+// ServeOperator serves r as a request of operator, for a trusted
+// in-process caller that authenticated the operator itself (the
+// dashboard's sessions). The request is then authorized, audited and
+// answered exactly as one made with that operator's client certificate.
+func (s *Server) ServeOperator(w http.ResponseWriter, r *http.Request, operator string) {
+	if operator == "" {
+		writeError(w, errUnauthenticated)
+		return
+	}
+	s.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), operatorKey{}, operator)))
 }
 
 // ApplyRequest is the body of POST /v1/apply.
