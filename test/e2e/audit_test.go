@@ -224,7 +224,7 @@ func auditRestart(t *testing.T, m *mesh) {
 	m.control = start(t, "control-restarted", nil, "control", "--data-dir", filepath.Join(m.dir, "control"),
 		"--listen", m.grpc, "--admin-listen", m.admin, "--log-level", "debug")
 	eventually(t, 20*time.Second, "control plane ready again", func() error {
-		if m.control.exited {
+		if m.control.hasExited() {
 			t.Fatalf("control plane exited: %v", m.control.err)
 		}
 		if _, _, code := cli(t, m.env, "", "get", "policies"); code != 0 {

@@ -150,7 +150,7 @@ spec:
 			}
 			return nil
 		})
-		if p.exited {
+		if p.hasExited() {
 			t.Fatalf("proxy exited: %v", p.err)
 		}
 	})
@@ -168,7 +168,7 @@ func TestControlPlaneNotRunning(t *testing.T) {
 		}
 		return nil
 	})
-	if p.exited {
+	if p.hasExited() {
 		t.Fatalf("proxy exited while the control plane is down: %v", p.err)
 	}
 	var lines []map[string]any

@@ -251,7 +251,7 @@ func (m *mesh) gwStartFlags(listeners, extra []string) *gwGateway {
 }
 
 // gwExited reports whether p has exited, without racing with the
-// goroutine that waits for it (p.exited is written there unsynchronized).
+// goroutine that waits for it (p.hasExited() is written there unsynchronized).
 func gwExited(p *proc) bool {
 	select {
 	case <-p.done:

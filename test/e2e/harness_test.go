@@ -64,12 +64,23 @@ func (b *syncBuffer) String() string {
 
 // proc is a started bulwark process.
 type proc struct {
-	name   string
-	cmd    *exec.Cmd
-	out    *syncBuffer
-	done   chan struct{}
-	err    error
-	exited bool
+	name string
+	cmd  *exec.Cmd
+	out  *syncBuffer
+	// done is closed when the process exited; err is its exit error,
+	// set before done is closed.
+	done chan struct{}
+	err  error
+}
+
+// hasExited reports whether the process exited (and p.err is set).
+func (p *proc) hasExited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
 }
 
 // start runs the binary with args; the process is stopped by its PID when
@@ -86,7 +97,6 @@ func start(t *testing.T, name string, env []string, args ...string) *proc {
 	}
 	go func() {
 		p.err = p.cmd.Wait()
-		p.exited = true
 		close(p.done)
 	}()
 	t.Cleanup(func() {
@@ -235,7 +245,7 @@ func startControl(t *testing.T, extra ...string) *mesh {
 	cred := filepath.Join(m.dir, "control", "operator", "admin.yaml")
 	m.env = []string{"BULWARK_CONFIG=" + cred, "HOME=" + m.dir}
 	eventually(t, 20*time.Second, "control plane ready", func() error {
-		if m.control.exited {
+		if m.control.hasExited() {
 			t.Fatalf("control plane exited: %v", m.control.err)
 		}
 		if _, err := os.Stat(cred); err != nil {
@@ -287,7 +297,7 @@ func (m *mesh) startProxy(service, app string, extra ...string) *sidecar {
 		"--log-level", "debug"}, extra...)
 	s.proc = start(m.t, "proxy "+service, nil, args...)
 	eventually(m.t, 20*time.Second, "proxy "+service+" ready", func() error {
-		if s.proc.exited {
+		if s.proc.hasExited() {
 			m.t.Fatalf("proxy %s exited: %v", service, s.proc.err)
 		}
 		resp, err := http.Get("http://" + s.admin + "/ready")

@@ -167,7 +167,7 @@ func (m *mesh) startClientProxy(service string, extra ...string) *sidecar {
 func waitProxyReady(t *testing.T, s *sidecar) {
 	t.Helper()
 	eventually(t, 20*time.Second, "proxy "+s.service+" ready", func() error {
-		if s.proc.exited {
+		if s.proc.hasExited() {
 			t.Fatalf("proxy %s exited: %v", s.service, s.proc.err)
 		}
 		resp, err := http.Get("http://" + s.admin + "/ready")
@@ -205,7 +205,7 @@ func (m *mesh) controlArgs(extra ...string) []string {
 func (m *mesh) waitControlReady() {
 	m.t.Helper()
 	eventually(m.t, 30*time.Second, "control plane ready", func() error {
-		if m.control.exited {
+		if m.control.hasExited() {
 			m.t.Fatalf("control plane exited: %v", m.control.err)
 		}
 		if _, _, code := cli(m.t, m.env, "", "get", "policies"); code != 0 {

@@ -283,7 +283,7 @@ func TestJWT(t *testing.T) {
 			return nil
 		})
 		wantStatus(t, "a k2 token with the endpoint down", bearer(alice2), http.StatusOK)
-		if m.control.exited || api.proc.exited || client.proc.exited {
+		if m.control.hasExited() || api.proc.hasExited() || client.proc.hasExited() {
 			t.Fatal("a process exited")
 		}
 	})

@@ -71,7 +71,7 @@ func TestRestarts(t *testing.T) {
 		"--service", "default/web", "--app", webApp.addr, "--outbound", web.outbound, "--admin", web.admin,
 		"--data-dir", web.dataDir, "--log-level", "debug")
 	eventually(t, 20*time.Second, "restarted web proxy ready", func() error {
-		if web.proc.exited {
+		if web.proc.hasExited() {
 			t.Fatalf("restarted proxy exited: %v", web.proc.err)
 		}
 		resp, err := http.Get("http://" + web.admin + "/ready")

@@ -140,7 +140,7 @@ func TestRevokeProxy(t *testing.T) {
 		// The client proxy learns it from the control plane, and says so.
 		eventually(t, 10*time.Second, "client proxy told", func() error {
 			if lines := logLines(client.proc.out.String(), "refused", "revoked"); len(lines) > 0 {
-				t.Logf("client proxy: %s (exited: %v)", lines[len(lines)-1], client.proc.exited)
+				t.Logf("client proxy: %s (exited: %v)", lines[len(lines)-1], client.proc.hasExited())
 				return nil
 			}
 			return errors.New("the client proxy's log does not say it was refused as revoked")

@@ -33,7 +33,7 @@ func TestUpShop(t *testing.T) {
 
 	var url, cred, front, cacert, tokenURL string
 	eventually(t, 60*time.Second, "up prints the URL", func() error {
-		if p.exited {
+		if p.hasExited() {
 			t.Fatalf("up exited: %v", p.err)
 		}
 		out := p.out.String()
