@@ -386,7 +386,7 @@ identity.`,
 				return err
 			}
 			if output == "json" {
-				return writeJSONOut(g.io.Out, explainJSON(c, source, notes, ex))
+				return writeJSONOut(g.io.Out, policycheck.NewExplainResult(c, source, notes, ex))
 			}
 			printExplanation(g.io.Out, c, source, notes, ex)
 			return nil
@@ -423,46 +423,6 @@ func flagErrors(err error) string {
 		msgs[i] = name + ": " + fe.Msg
 	}
 	return strings.Join(msgs, "; ")
-}
-
-// explainOutput is the JSON form of `policy explain`.
-type explainOutput struct {
-	Request policycheck.Case `json:"request"`
-	Source  string           `json:"source"`
-	Notes   []string         `json:"notes,omitempty"`
-	// Decision is allow, deny or reject.
-	Decision string `json:"decision"`
-	Reason   string `json:"reason"`
-	Policy   string `json:"policy,omitempty"`
-	Rule     int    `json:"rule"`
-	// Nearest is the nearest ALLOW rule of a denial.
-	Nearest *nearestOutput `json:"nearest,omitempty"`
-	// Explanation is the full trace, as the text output prints it.
-	Explanation string `json:"explanation,omitempty"`
-}
-
-type nearestOutput struct {
-	Policy  string   `json:"policy"`
-	Rule    int      `json:"rule"`
-	Changes []string `json:"changes"`
-}
-
-func explainJSON(c policycheck.Case, source string, notes []string, ex policycheck.Explained) explainOutput {
-	out := explainOutput{Request: c, Source: source, Notes: notes, Rule: -1}
-	if ex.Rejected != "" {
-		out.Decision, out.Reason = policycheck.ExpectReject, ex.Rejected
-		return out
-	}
-	d := ex.Explanation.Decision
-	out.Decision, out.Reason, out.Policy, out.Rule = policycheck.ExpectDeny, d.Reason.String(), d.Policy, d.Rule
-	if d.Allow {
-		out.Decision = policycheck.ExpectAllow
-	}
-	if n := ex.Explanation.Nearest; n != nil {
-		out.Nearest = &nearestOutput{Policy: n.Policy, Rule: n.Rule, Changes: n.Changes}
-	}
-	out.Explanation = ex.Explanation.String()
-	return out
 }
 
 // printExplanation prints the outcome of `policy explain`.
