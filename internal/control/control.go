@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -35,6 +36,7 @@ import (
 	"github.com/bulwarkmesh/bulwark/internal/ca"
 	"github.com/bulwarkmesh/bulwark/internal/ca/rotation"
 	"github.com/bulwarkmesh/bulwark/internal/clock"
+	"github.com/bulwarkmesh/bulwark/internal/dashboard"
 	"github.com/bulwarkmesh/bulwark/internal/fileutil"
 	"github.com/bulwarkmesh/bulwark/internal/graph"
 	"github.com/bulwarkmesh/bulwark/internal/identity"
@@ -331,6 +333,24 @@ func Run(ctx context.Context, cfg Config) error {
 		acked: rotator.Nudge, denials: denials, graph: edges, alerts: alerts, auditLog: auditLog, auditAgg: auditAgg,
 	}})
 
+	// The dashboard (docs/dashboard.md) serves /ui/ on the admin listener
+	// through the admin API's own routes, as the browser's operator.
+	hosts := slices.Clone(adminDNS)
+	for _, ip := range adminIPs {
+		hosts = append(hosts, ip.String())
+	}
+	var adminAPI dashboard.API
+	dash, err := dashboard.New(dashboard.Config{
+		API:          apiFunc(func(w http.ResponseWriter, r *http.Request, op string) { adminAPI.ServeOperator(w, r, op) }),
+		CertOperator: admin.CertificateOperator,
+		Hosts:        hosts,
+		Failure:      func(addr, reason string) { auditAgg.Failure(audit.FailureOperator, addr, "", reason) },
+		Clock:        cfg.Clock,
+		Logger:       logger,
+	})
+	if err != nil {
+		return err
+	}
 	adminHandler, err := admin.New(admin.Config{
 		// Every resource write commits with its audit entries.
 		Resources: resources.WithAudit(auditLog), Audit: auditLog, Failures: auditAgg,
@@ -343,14 +363,20 @@ func Run(ctx context.Context, cfg Config) error {
 		Denials: denials.source(cfg.Clock),
 		Edges:   edges.List,
 		Alerts:  alertSource(alerts, cfg.Clock),
+		Logins:  dash,
 	})
 	if err != nil {
 		return err
 	}
+	adminAPI = adminHandler
+	adminMux := http.NewServeMux()
+	adminMux.Handle("/ui/", dash)
+	adminMux.Handle("/ui", http.RedirectHandler("/ui/", http.StatusMovedPermanently))
+	adminMux.Handle("/", adminHandler)
 	adminHandshakes := telemetry.NewHandshakeCounter(ctlMetrics.handshakeObserver(listenerAdmin,
 		func(addr, reason string) { auditAgg.Failure(audit.FailureOperator, addr, "", reason) }))
 	adminSrv := &http.Server{
-		Handler:           adminHandler,
+		Handler:           adminMux,
 		TLSConfig:         adminHandshakes.Config(mtls.AdminServerConfig(adminCert.GetCertificate, admin.OperatorRoots(operatorCA.Root()))),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
@@ -492,4 +518,12 @@ func serveHTTP(what string, srv *http.Server, serve func() error) run.Task {
 			return nil
 		}
 	}
+}
+
+// apiFunc adapts a function to dashboard.API.
+type apiFunc func(w http.ResponseWriter, r *http.Request, operator string)
+
+// ServeOperator implements dashboard.API.
+func (f apiFunc) ServeOperator(w http.ResponseWriter, r *http.Request, operator string) {
+	f(w, r, operator)
 }

@@ -28,7 +28,7 @@ import (
 func TestUpShop(t *testing.T) {
 	listen := freeAddr(t)
 	httpsAddr, httpAddr, issuerAddr := freeAddr(t), freeAddr(t), freeAddr(t)
-	p := start(t, "up", nil, "up", "-f", "../../examples/shop/mesh.yaml", "--listen", listen,
+	p := start(t, "up", nil, "up", "-f", "../../examples/shop/mesh.yaml", "--listen", listen, "--admin-listen", freeAddr(t),
 		"--gateway-listen", "https="+httpsAddr, "--gateway-listen", "http="+httpAddr, "--issuer-listen", issuerAddr)
 
 	var url, cred, front, cacert, tokenURL string
