@@ -108,6 +108,7 @@ unless a policy allows it.`,
 		newCACmd(g),
 		newOperatorCmd(g),
 		newAuditCmd(g),
+		newDashboardCmd(g),
 		newExampleAppCmd(g),
 	)
 	markUsageErrors(root)

@@ -68,6 +68,7 @@ a token from it, so it exists for examples only.`,
 	cmd.Flags().StringVar(&cfg.DataDir, "data-dir", "", "control plane data dir (default: a temporary directory, removed on exit)")
 	cmd.Flags().StringVar(&cfg.Listen, "listen", "127.0.0.1:8080", "address of the URL that reaches the entry service")
 	cmd.Flags().StringArrayVar(&gatewayListen, "gateway-listen", nil, "LISTENER=HOST:PORT: where a Gateway's listener binds (default: 127.0.0.1 on its port; repeatable)")
+	cmd.Flags().StringVar(&cfg.AdminListen, "admin-listen", "127.0.0.1:8444", "address of the control plane's admin API and dashboard (https://ADDR/ui/)")
 	cmd.Flags().StringVar(&cfg.IssuerListen, "issuer-listen", "", "loopback address of the demo token issuer (default: spec.demoIssuer.listen of the file)")
 	return cmd
 }

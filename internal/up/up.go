@@ -11,6 +11,7 @@
 package up
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -68,6 +69,9 @@ type Config struct {
 	GatewayListen map[string]string
 	// IssuerListen overrides spec.demoIssuer.listen (a loopback address).
 	IssuerListen string
+	// AdminListen is the control plane's admin API and dashboard address.
+	// Default: 127.0.0.1:8444.
+	AdminListen string
 	// Clock dates the self-signed certificates and the demo tokens.
 	// Default: the wall clock.
 	Clock clock.Clock
@@ -86,6 +90,11 @@ type Info struct {
 	// TokenURL is the demo issuer's token endpoint, "" without
 	// spec.demoIssuer.
 	TokenURL string
+	// DashboardURL is the dashboard's URL; LoginURL a one-time login link
+	// to it made at start ("" when making it failed).
+	DashboardURL string
+	LoginURL     string
+	LoginTTL     time.Duration
 }
 
 // GatewayInfo tells how to reach one Gateway of the file.
@@ -197,7 +206,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	go func() {
 		controlDone <- control.Run(ctx, control.Config{
 			DataDir: cfg.DataDir, TrustDomain: mesh.Spec.TrustDomain, SVIDTTL: ttl,
-			Listen: "127.0.0.1:0", AdminListen: "127.0.0.1:0",
+			Listen: "127.0.0.1:0", AdminListen: cmp.Or(cfg.AdminListen, control.DefaultAdminListen),
 			Logger: logger("control"),
 			Ready:  func(ep control.Endpoints) { ready <- ep },
 		})
@@ -390,6 +399,12 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		info := Info{URL: "http://" + va.Upstreams[entry], CredentialPath: ep.CredentialPath, DataDir: cfg.DataDir, Gateways: gateways}
 		if is != nil {
 			info.TokenURL = "http://" + issuerLn.Addr().String() + issuerPath
+		}
+		info.DashboardURL = client.Server() + "/ui/"
+		if l, err := client.DashboardLogin(ctx, 0); err == nil {
+			info.LoginURL, info.LoginTTL = client.Server()+l.Path, time.Until(l.ExpiresAt).Round(time.Minute)
+		} else {
+			fmt.Fprintf(cfg.Log, "dashboard login link: %v\n", err)
 		}
 		banner(cfg.Out, mesh, entry, visitor, info, issuerSpec)
 		if cfg.Ready != nil {
@@ -639,9 +654,14 @@ Bulwark mesh %q is up: %d service(s), trust domain %s.
   See it:          bulwark top              (live calls per edge; bulwark graph prints them)
                    bulwark get alerts       (the rogue's denials raise one)
                    bulwark audit verify     (every change is in a hash-chained log)
-  Stop:            Ctrl-C
-
 `, info.CredentialPath)
+	fmt.Fprintf(w, "  Dashboard:       %s\n", info.DashboardURL)
+	if info.LoginURL != "" {
+		fmt.Fprintf(w, "  Login link:      %s   (this machine only, single use, expires in %s)\n", info.LoginURL, shortDuration(info.LoginTTL))
+	}
+	fmt.Fprintf(w, "                   or import your certificate: bulwark dashboard cert -o admin.p12   (then open the URL)\n")
+	fmt.Fprintf(w, "                   a new link: bulwark dashboard login\n")
+	fmt.Fprintf(w, "  Stop:            Ctrl-C\n\n")
 }
 
 // printFrontDoor prints the banner's lines of one gateway.
@@ -691,4 +711,11 @@ func countServices(mesh *config.Mesh) int {
 		seen[identity.ServiceRef{Namespace: s.Namespace, Name: s.Name}] = true
 	}
 	return len(seen)
+}
+
+// shortDuration prints 5m0s as 5m.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	s = strings.TrimSuffix(s, "0s")
+	return strings.TrimSuffix(s, "0m")
 }
