@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what `make test` needs when it is missing: protoc (Debian's
-# protobuf-compiler) and the pinned protoc plugins. apt needs root; without it
+# protobuf-compiler), chromium for the dashboard's browser tests, and the
+# pinned protoc plugins. apt needs root; without it
 # a missing package is an error that says what to install.
 set -euo pipefail
 
@@ -9,6 +10,8 @@ gobin="$(go env GOPATH)/bin"
 need_apt=()
 command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+# The dashboard's browser tests drive Debian's chromium (chromedp).
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
