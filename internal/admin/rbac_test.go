@@ -108,6 +108,8 @@ func routes(t testing.TB) []route {
 		{"operators", "POST", "/v1/operators", `{"name":"carol","csr":"x"}`},
 		{"denials", "GET", "/v1/denials", ""},
 		{"denials_namespace", "GET", "/v1/denials?namespace=team-a", ""},
+		{"policy_summary", "GET", "/v1/policy/summary", ""},
+		{"policy_explain", "POST", "/v1/policy/explain", `{"from":"team-a/web","to":"team-a/api","path":"/"}`},
 	}
 }
 

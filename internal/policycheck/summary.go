@@ -171,7 +171,7 @@ func (d *edgeDecider) decide(dest identity.ServiceRef, st *config.EdgeStatus) (p
 func Describe(p *config.AuthorizationPolicy) (selects string, rules []string) {
 	ns := p.Metadata.Namespace
 	switch sel := p.Spec.Selector; {
-	case ns == config.RootNamespace && sel.Service == "" && len(sel.Labels) == 0:
+	case ns == config.RootNamespace && sel.Service == "":
 		selects = "every workload of the mesh"
 	case sel.Service != "":
 		selects = "the workloads of service " + ns + "/" + sel.Service
