@@ -212,7 +212,8 @@ func (s *Server) hostAllowed(host string) bool {
 
 // originAllowed checks where a request comes from: a POST must carry this
 // origin, and any request with an Origin or Sec-Fetch-Site header must come
-// from this origin (or from the user typing the URL).
+// from this origin or from the user typing the URL, except a top-level
+// navigation to a page.
 func (s *Server) originAllowed(r *http.Request) bool {
 	origin := r.Header.Get("Origin")
 	if r.Method == http.MethodPost && origin == "" {
@@ -225,7 +226,11 @@ func (s *Server) originAllowed(r *http.Request) bool {
 	case "", "same-origin", "none":
 		return true
 	}
-	return false
+	// A link from another site may open the dashboard's page (without
+	// its cookie: SameSite=Strict), never read the API or redeem a login
+	// link.
+	return r.Method == http.MethodGet && r.Header.Get("Sec-Fetch-Mode") == "navigate" &&
+		!strings.HasPrefix(r.URL.Path, "/ui/api/") && r.URL.Path != "/ui/login"
 }
 
 // authenticate returns the request's operator from its client certificate

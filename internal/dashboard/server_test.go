@@ -224,6 +224,11 @@ func TestLoginLink(t *testing.T) {
 	if w := f.request(http.MethodGet, "/ui/login?token="+tok4, ""); w.Code != http.StatusUnauthorized {
 		t.Errorf("a link tried from another machine still works from loopback: got %d", w.Code)
 	}
+	// A login link opened from another site (login CSRF) is refused.
+	tok5, _, _ := f.srv.IssueLogin("alice", 0)
+	if w := f.request(http.MethodGet, "/ui/login?token="+tok5, "", "Sec-Fetch-Site", "cross-site", "Sec-Fetch-Mode", "navigate"); w.Code != http.StatusForbidden {
+		t.Errorf("login link from another site: got %d, want 403", w.Code)
+	}
 	for _, bad := range []string{"", "x", strings.Repeat("A", 43), strings.Repeat("A", 500)} {
 		if w := f.request(http.MethodGet, "/ui/login?token="+bad, ""); w.Code != http.StatusUnauthorized {
 			t.Errorf("token %.10q: got %d, want 401", bad, w.Code)
@@ -286,6 +291,9 @@ func TestBrowserGuards(t *testing.T) {
 		{"rebinding host with port", http.MethodGet, "/ui/api/me", []string{"Host", "attacker.test:8444"}, http.StatusMisdirectedRequest},
 		{"cross-site fetch", http.MethodGet, "/ui/api/v1/edges", []string{"Sec-Fetch-Site", "cross-site"}, http.StatusForbidden},
 		{"same-site fetch", http.MethodGet, "/ui/api/v1/edges", []string{"Sec-Fetch-Site", "same-site"}, http.StatusForbidden},
+		{"cross-site navigation to the API", http.MethodGet, "/ui/api/v1/edges", []string{"Sec-Fetch-Site", "cross-site", "Sec-Fetch-Mode", "navigate"}, http.StatusForbidden},
+		{"cross-site navigation to a page", http.MethodGet, "/ui/", []string{"Sec-Fetch-Site", "cross-site", "Sec-Fetch-Mode", "navigate"}, http.StatusOK},
+		{"cross-site script load", http.MethodGet, "/ui/app.js", []string{"Sec-Fetch-Site", "cross-site", "Sec-Fetch-Mode", "no-cors"}, http.StatusForbidden},
 		{"foreign origin GET", http.MethodGet, "/ui/api/v1/edges", []string{"Origin", "https://evil.example"}, http.StatusForbidden},
 		{"POST without origin", http.MethodPost, "/ui/api/v1/policy/explain", []string{"Origin", ""}, http.StatusForbidden},
 		{"POST foreign origin", http.MethodPost, "/ui/api/v1/policy/explain", []string{"Origin", "https://evil.example"}, http.StatusForbidden},
