@@ -112,7 +112,11 @@ stderr once. The browser then presents the certificate to https://<admin address
 			if generated {
 				fmt.Fprintf(g.io.Err, "password: %s   (shown once; the browser asks for it on import)\n", password)
 			}
-			fmt.Fprintf(g.io.Out, "wrote %s (operator %s); import it into the browser, then open %s/ui/\n", out, cred.Operator, cred.Server)
+			fmt.Fprintf(g.io.Out, `wrote %s (operator %s). Import it into the browser:
+  Chromium/Chrome: Settings > Privacy and security > Security > Manage certificates > Import
+  Firefox: Settings > Privacy & Security > Certificates > View Certificates > Your Certificates > Import
+then open %s/ui/ and choose the certificate when asked.
+`, out, cred.Operator, cred.Server)
 			return nil
 		},
 	}

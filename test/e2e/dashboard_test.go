@@ -244,6 +244,28 @@ func TestDashboardShop(t *testing.T) {
 		}
 	})
 
+	t.Run("refused in a browser", func(t *testing.T) {
+		// A fresh browser has no session: the dashboard shows nothing but
+		// the 401 text, the spent banner link and an expired link too.
+		short := strings.TrimSpace(mustCLI(t, env, "dashboard", "login", "--ttl", "1s"))
+		time.Sleep(1500 * time.Millisecond)
+		nb := browsertest.New(t, admin)
+		for _, u := range []string{dash, dash + "app.js", link, short} {
+			var body string
+			nb.Must("open "+u, chromedp.Navigate(u), chromedp.Text("body", &body, chromedp.ByQuery))
+			if !strings.HasPrefix(body, "401 unauthorized") {
+				t.Errorf("%s without a session: got %q, want the 401 text", u, body)
+			}
+			var scripts int
+			nb.Must("scripts", chromedp.Evaluate(`document.scripts.length`, &scripts))
+			if scripts != 0 {
+				t.Errorf("%s without a session: the page has %d scripts", u, scripts)
+			}
+		}
+		nb.Screenshot("refused.png")
+		_ = nb.TakeProblems() // the 401s, expected here
+	})
+
 	t.Run("namespace operator", func(t *testing.T) {
 		dir := t.TempDir()
 		viewer := filepath.Join(dir, "viewer.yaml")
