@@ -276,4 +276,3 @@ func TestWatchCompacted(t *testing.T) {
 		t.Fatal("no event")
 	}
 }
-
