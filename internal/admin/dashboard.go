@@ -9,7 +9,6 @@ import (
 
 	"github.com/bulwarkmesh/bulwark/internal/config"
 	"github.com/bulwarkmesh/bulwark/internal/rbac"
-	"github.com/bulwarkmesh/bulwark/internal/telemetry"
 )
 
 // LoginIssuer issues one-time dashboard login links (internal/dashboard).
@@ -93,7 +92,6 @@ func (s *Server) dashboardLogin(w http.ResponseWriter, r *http.Request, op strin
 	if err != nil {
 		return err
 	}
-	s.logger.Info("dashboard login link created", telemetry.KeyOperator, op, telemetry.KeyExpiry, exp)
 	return writeJSON(w, http.StatusOK, DashboardLogin{Path: "/ui/login?token=" + tok, ExpiresAt: exp.UTC()})
 }
 
