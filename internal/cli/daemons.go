@@ -67,6 +67,12 @@ for proxies (gRPC on --listen) and the admin API for operators (HTTPS on
 	f.StringVar(&cfg.AdminListen, "admin-listen", control.DefaultAdminListen, "admin API address (HTTPS, operator client certificates)")
 	f.DurationVar(&cfg.SVIDTTL, "svid-ttl", control.DefaultSVIDTTL, "lifetime of workload certificates (1m to 24h)")
 	f.StringVar(&cfg.MetricsListen, "metrics", "", "address to serve Prometheus /metrics on (plain HTTP; off when empty)")
+	f.StringVar(&cfg.Store, "store", control.StoreBolt, "store backend: bolt (<data-dir>/bulwark.db) or etcd (--etcd-*)")
+	f.StringSliceVar(&cfg.Etcd.Endpoints, "etcd-endpoints", nil, "etcd client URLs, comma-separated (with --store etcd)")
+	f.StringVar(&cfg.Etcd.CAFile, "etcd-ca", "", "PEM CA that verifies etcd's certificate (with --store etcd)")
+	f.StringVar(&cfg.Etcd.CertFile, "etcd-cert", "", "PEM client certificate for etcd (with --store etcd)")
+	f.StringVar(&cfg.Etcd.KeyFile, "etcd-key", "", "PEM client key for etcd (with --store etcd)")
+	f.StringVar(&cfg.Etcd.Prefix, "etcd-prefix", "/bulwark/", "prefix of the mesh's keys in etcd")
 	f.StringVar(&cfg.CAKeyFile, "ca-key-file", "", "file of the 32-byte key that encrypts the CA keys at rest (or set $"+control.EnvCAKeyPassphrase+"; default: <data-dir>/ca-key, created on first start)")
 	return cmd
 }

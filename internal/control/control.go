@@ -45,7 +45,6 @@ import (
 	"github.com/bulwarkmesh/bulwark/internal/registry"
 	"github.com/bulwarkmesh/bulwark/internal/resource"
 	"github.com/bulwarkmesh/bulwark/internal/run"
-	"github.com/bulwarkmesh/bulwark/internal/store/bolt"
 	"github.com/bulwarkmesh/bulwark/internal/store/storemetrics"
 	"github.com/bulwarkmesh/bulwark/internal/telemetry"
 )
@@ -87,6 +86,11 @@ type Config struct {
 	// one). With neither, a key file is created in DataDir.
 	CAKeyPassphrase string
 	CAKeyFile       string
+	// Store is the store backend: "bolt" (default; DataDir/bulwark.db) or
+	// "etcd" (Etcd says where). The CA keys, trust bundle and credential
+	// stay in DataDir either way.
+	Store string
+	Etcd  EtcdConfig
 	// Logger, default discard.
 	Logger *slog.Logger
 	// Clock, default the wall clock.
@@ -147,6 +151,9 @@ func (c *Config) validate() (spiffeid.TrustDomain, error) {
 	case c.SVIDTTL > MaxSVIDTTL:
 		return td, fmt.Errorf("svid-ttl: %s is above the maximum %s: short-lived certificates are what limits a stolen one", c.SVIDTTL, MaxSVIDTTL)
 	}
+	if err := c.validateStore(); err != nil {
+		return td, err
+	}
 	c.Logger = telemetry.OrDiscard(c.Logger)
 	c.Clock = clock.OrReal(c.Clock)
 	return td, nil
@@ -169,11 +176,11 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	boltStore, err := bolt.Open(filepath.Join(cfg.DataDir, storeFile), bolt.Config{Logger: logger})
+	baseStore, err := openStore(ctx, &cfg, logger)
 	if err != nil {
 		return err
 	}
-	defer boltStore.Close()
+	defer baseStore.Close()
 	// The metrics of every part, served with --metrics only.
 	metricsReg := telemetry.NewRegistry()
 	ctlMetrics, err := newControlMetrics(metricsReg, cfg.Clock)
@@ -181,7 +188,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	// Every part reads and writes the store through its metrics.
-	st, err := storemetrics.Wrap(boltStore, storemetrics.Config{Registerer: metricsReg, Clock: cfg.Clock})
+	st, err := storemetrics.Wrap(baseStore, storemetrics.Config{Registerer: metricsReg, Clock: cfg.Clock})
 	if err != nil {
 		return err
 	}
