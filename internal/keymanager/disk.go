@@ -383,12 +383,18 @@ func (d *Disk) path(id string) string {
 
 // encodeKey returns the encrypted file contents for the key id.
 func (d *Disk) encodeKey(id string, key crypto.Signer) ([]byte, error) {
+	return sealKey(d.aead, id, key)
+}
+
+// sealKey encodes the key id encrypted with aead, as a PEM block that
+// decodeKey reads.
+func sealKey(aead cipher.AEAD, id string, key crypto.Signer) ([]byte, error) {
 	der, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
 		return nil, fmt.Errorf("encode key: %w", err)
 	}
-	body := append(make([]byte, 0, 1+d.aead.Overhead()+len(der)), encryptedKeyVersion)
-	body = d.aead.Seal(body, nil, der, keyAAD(id))
+	body := append(make([]byte, 0, 1+aead.Overhead()+len(der)), encryptedKeyVersion)
+	body = aead.Seal(body, nil, der, keyAAD(id))
 	clear(der)
 	return pem.EncodeToMemory(&pem.Block{Type: pemTypeEncrypted, Bytes: body}), nil
 }

@@ -12,6 +12,9 @@
 //     wrong secret is refused (ErrWrongSecret) before any key is touched.
 //     Plaintext key files of earlier releases are encrypted in place when
 //     found.
+//   - Shared keeps the same encrypted keys, and the keyring, in a
+//     store.Store, so that control-plane replicas holding the same secret
+//     share them through etcd.
 //   - Memory keeps keys in process memory (tests, ephemeral meshes).
 //
 // Both are also Sealers: they encrypt the data of Secret resources for the

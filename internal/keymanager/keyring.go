@@ -117,6 +117,12 @@ func readKeyring(path string) (keyring, error) {
 	if err != nil {
 		return keyring{}, err
 	}
+	return parseKeyring(path, data)
+}
+
+// parseKeyring decodes and validates a keyring read from where. A keyring
+// that cannot be decoded is an error wrapping ErrCorrupt.
+func parseKeyring(path string, data []byte) (keyring, error) {
 	if len(data) > keyringMaxSize {
 		return keyring{}, fmt.Errorf("%s: %w: larger than %d bytes", path, ErrCorrupt, keyringMaxSize)
 	}
