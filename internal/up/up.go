@@ -70,7 +70,7 @@ type Config struct {
 	// IssuerListen overrides spec.demoIssuer.listen (a loopback address).
 	IssuerListen string
 	// AdminListen is the control plane's admin API and dashboard address.
-	// Default: 127.0.0.1:8444.
+	// Default: any free loopback port (`bulwark up` passes 127.0.0.1:8444).
 	AdminListen string
 	// Clock dates the self-signed certificates and the demo tokens.
 	// Default: the wall clock.
@@ -206,7 +206,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	go func() {
 		controlDone <- control.Run(ctx, control.Config{
 			DataDir: cfg.DataDir, TrustDomain: mesh.Spec.TrustDomain, SVIDTTL: ttl,
-			Listen: "127.0.0.1:0", AdminListen: cmp.Or(cfg.AdminListen, control.DefaultAdminListen),
+			Listen: "127.0.0.1:0", AdminListen: cmp.Or(cfg.AdminListen, "127.0.0.1:0"),
 			Logger: logger("control"),
 			Ready:  func(ep control.Endpoints) { ready <- ep },
 		})
